@@ -1,0 +1,25 @@
+# Two commands from a fresh clone: `make repro` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+export HF_HUB_DISABLE_TELEMETRY := 1
+
+.PHONY: setup repro test clean
+
+setup: $(VENV)/.installed
+
+# Reinstall only when requirements or the package metadata change.
+$(VENV)/.installed: requirements.txt pyproject.toml
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -r requirements.txt
+	touch $@
+
+repro: setup
+	dvc repro
+
+test: setup
+	$(VENV)/bin/python -m pytest -q
+
+clean:
+	rm -rf $(VENV)
