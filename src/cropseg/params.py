@@ -24,7 +24,7 @@ class ParamsError(ValueError):
 class Section(BaseModel):
     """Base of every params section: unknown keys are errors, values are not coerced loosely."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class SyntheticData(Section):
@@ -55,6 +55,8 @@ class HuggingFaceData(Section):
     repo_id: str = "paren8esis/S4A"
     revision: str = "main"
     retries: int = Field(5, ge=0, le=100)
+    backoff_s: float = Field(1.0, ge=0, le=600, description="first retry wait; doubles at each retry")
+    workers: int = Field(4, ge=1, le=64, description="files downloaded in parallel")
     cache_dir: str = Field(".cache/huggingface", description="download cache outside DVC outputs, so fetches resume")
 
 
@@ -130,7 +132,7 @@ def _format_errors(error: ValidationError, source: str) -> str:
         message = item["msg"]
         if item["type"] == "extra_forbidden":
             message = "unknown key (not in the schema; check the spelling)"
-        elif "input" in item and item["type"] != "missing" and not isinstance(item["input"], dict):
+        elif item["type"] not in ("missing", "value_error") and not isinstance(item.get("input"), (dict, type(None))):
             message = f"{message} (got {item['input']!r})"
         lines.append(f"  {path}: {message}")
     return f"{source}: {len(lines)} invalid field(s):\n" + "\n".join(lines)

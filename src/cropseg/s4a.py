@@ -35,6 +35,16 @@ _UNIT_TO_NUMPY = {
 }
 
 
+def band_side(size: int, band: str) -> int:
+    """Pixels per side of ``band`` for a patch of ``size`` 10 m pixels: enough to cover the patch.
+
+    366 -> 183 at 20 m and 61 at 60 m, as in S4A; for other sizes the coarse grid is rounded up
+    (61 -> 31 at 20 m, 11 at 60 m), so repeating it to 10 m and cropping to ``size`` covers the patch.
+    """
+    resolution = BANDS[band]
+    return -(-size * 10 // resolution)
+
+
 class InvalidPatch(ValueError):
     """One S4A file with everything found wrong with it."""
 
@@ -126,7 +136,7 @@ def _check_band(dataset: netCDF4.Dataset, band: str, size: int | None, year: int
     if group is None:
         defects.append(f"band group {band!r} missing")
         return 0
-    side = None if size is None else size * 10 // BANDS[band]
+    side = None if size is None else band_side(size, band)
     variable = _check_grid(group, band, ("time", "y", "x"), "uint16",
                            None if side is None else (side, side), defects, band)
     if variable is None:

@@ -28,6 +28,8 @@ from .s4a import BANDS, PatchName
 TRUTH_DIR = "truth"
 TRUTH_COLUMNS = ("path", "window_y", "window_x", "parcel_pixels", "noisy_pixels")
 TRUTH_WINDOW = 61
+#: Side of a real S4A patch in 10 m pixels; patch names index a 30 x 30 grid of these.
+S4A_PATCH_SIZE = 366
 
 #: Soil and green-vegetation reflectance per band (0..1), typical Sentinel-2 values.
 SOIL = {"B01": .10, "B02": .11, "B03": .14, "B04": .18, "B05": .20, "B06": .22, "B07": .23,
@@ -107,13 +109,13 @@ def acquisition_dates(cfg: SyntheticData, year: int, tile: str) -> np.ndarray:
 def plan_patches(cfg: SyntheticData, years: list[int], tiles: list[str]) -> list[PatchPlan]:
     """Spread ``cfg.patches`` over years x tiles (round robin), each at a distinct grid position."""
     combos = [(y, t) for y in sorted(years) for t in sorted(tiles)]
-    grid = TILE_PIXELS // cfg.patch_size
+    grid = TILE_PIXELS // S4A_PATCH_SIZE  # 30 x 30 positions, as named in the real dataset
     counts = {combo: 0 for combo in combos}
     for i in range(cfg.patches):
         counts[combos[i % len(combos)]] += 1
     if max(counts.values()) > grid * grid:
         raise ValueError(f"data.synthetic.patches={cfg.patches} does not fit: at most {grid * grid} "
-                         f"patches of {cfg.patch_size} px per tile-year")
+                         f"patches per tile-year ({len(combos)} tile-years)")
     plans = []
     for year, tile in combos:
         rng = np.random.default_rng([cfg.seed, 2, year, _stable_hash(tile)])
@@ -167,8 +169,14 @@ def _cloud_masks(rng: np.random.Generator, n_dates: int, size: int, fraction: fl
 
 
 def _downsample(grid: np.ndarray, factor: int) -> np.ndarray:
-    """Nearest sample at the centre of each ``factor`` x ``factor`` block (10 m -> 20/60 m)."""
-    return grid[factor // 2::factor, factor // 2::factor] if factor > 1 else grid
+    """Nearest sample at the centre of each ``factor`` x ``factor`` block (10 m -> 20/60 m).
+
+    The last block may be partial (61 px -> 31 at 20 m): it samples the last pixel it covers.
+    """
+    if factor == 1:
+        return grid
+    centres = np.minimum(np.arange(-(-grid.shape[0] // factor)) * factor + factor // 2, grid.shape[0] - 1)
+    return grid[np.ix_(centres, centres)]
 
 
 @dataclass
@@ -237,8 +245,9 @@ def write_patch_netcdf(patch: SyntheticPatch, path: Path) -> None:
     name = patch.plan.name
     grid = tile_grid(name.tile)
     size = patch.labels.shape[0]
-    x0 = grid.x0 + name.x * size * 10
-    y0 = grid.y0 - name.y * size * 10
+    # a patch smaller than 366 px sits in the corner of the 366 px cell its name points at
+    x0 = grid.x0 + name.x * S4A_PATCH_SIZE * 10
+    y0 = grid.y0 - name.y * S4A_PATCH_SIZE * 10
     epoch = np.datetime64("1970-01-01")
     days = (patch.plan.dates - epoch).astype(int)
     with netCDF4.Dataset(path, "w", format="NETCDF4") as ds:
@@ -259,7 +268,7 @@ def write_patch_netcdf(patch: SyntheticPatch, path: Path) -> None:
             time[:] = days
             group.createVariable("y", "f8", ("y",))[:] = _axis(y0, -res, side)
             group.createVariable("x", "f8", ("x",))[:] = _axis(x0, res, side)
-            variable = group.createVariable(band, "u2", ("time", "y", "x"), zlib=True, complevel=1,
+            variable = group.createVariable(band, values.dtype, ("time", "y", "x"), zlib=True, complevel=1,
                                             shuffle=True, chunksizes=(1, side, side))
             variable[:] = values
             group.setncatts({"crs": grid.crs_attr, "transform": np.array([res, 0, x0, 0, -res, y0], "f8")})

@@ -1,0 +1,162 @@
+"""The ``fetch_s4a`` stage: put validated S4A patches in ``data/netcdf/`` from one source.
+
+Sources: ``synthetic`` (generated here, deterministic), ``huggingface`` (the public dataset,
+see :mod:`cropseg.hf`) and ``local`` (an S4A folder on disk, hard-linked). Whatever the source,
+every file is validated, an ``index.csv`` lists the valid patches, and the output directory is
+replaced atomically: it is complete or absent.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+from tqdm import tqdm
+
+from .atomic import atomic_dir
+from .params import Data
+from .s4a import InvalidPatch, PatchInfo, find_patches, parse_patch_name, validate_patch, write_index
+from .synthetic import TRUTH_DIR, plan_patches, write_patch, write_truth
+
+INDEX_FILE = "index.csv"
+INVALID_FILE = "invalid.csv"
+
+
+class FetchError(RuntimeError):
+    """The fetched data cannot be used (invalid files, an empty selection, a missing folder)."""
+
+
+@dataclass(frozen=True)
+class FetchSummary:
+    source: str
+    patches: int
+    skipped: int
+    bytes: int
+    seconds: float
+
+    def line(self) -> str:
+        return (f"fetch_s4a: {self.source}, {self.patches} patches ({self.skipped} invalid skipped), "
+                f"{self.bytes / 1e6:.0f} MB, {self.seconds:.1f} s")
+
+
+def _map(function, items: list, workers: int, desc: str) -> list:
+    """Ordered map over a process pool (or in-process for one worker), with a progress bar."""
+    if workers <= 1 or len(items) <= 1:
+        return [function(item) for item in tqdm(items, desc=desc, unit="patch")]
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        return list(tqdm(pool.map(function, items), total=len(items), desc=desc, unit="patch"))
+
+
+def default_workers() -> int:
+    return max(1, min(os.cpu_count() or 1, 8))
+
+
+def _select(paths: list[tuple[str, Path]], data: Data) -> list[tuple[str, Path]]:
+    """Keep patches of the requested years and tiles, sorted by relative path, at most ``limit``."""
+    kept = []
+    for relpath, path in sorted(paths):
+        name = parse_patch_name(path.name)
+        if name.year in data.years and name.tile in data.tiles:
+            kept.append((relpath, path))
+    return kept[: data.limit] if data.limit else kept
+
+
+def _generate_synthetic(data: Data, root: Path, workers: int) -> None:
+    cfg = data.synthetic
+    plans = plan_patches(cfg, data.years, data.tiles)
+    if data.limit:
+        plans = plans[: data.limit]
+    rows = _map(partial(write_patch, cfg, root=root), plans, workers, "synthetic S4A")
+    write_truth([row for patch_rows in rows for row in patch_rows], root)
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
+
+
+def _link_local(data: Data, root: Path) -> None:
+    """Hard-link (or copy) the selected patches of an existing S4A folder, refoldered as YYYY/TILE/."""
+    source = Path(data.local.path)
+    if not source.is_dir():
+        raise FetchError(f"data.local.path: {source} is not a directory")
+    candidates = []
+    for path in find_patches(source):
+        try:
+            candidates.append((parse_patch_name(path.name).relpath, path))
+        except ValueError:
+            candidates.append((path.relative_to(source).as_posix(), path))  # validated (and rejected) below
+    named = [(rel, p) for rel, p in candidates if _is_patch_name(p)]
+    misnamed = [(rel, p) for rel, p in candidates if not _is_patch_name(p)]
+    for relpath, path in _select(named, data) + misnamed:
+        _link_or_copy(path, root / relpath)
+
+
+def _is_patch_name(path: Path) -> bool:
+    try:
+        parse_patch_name(path.name)
+        return True
+    except ValueError:
+        return False
+
+
+def _validate(path: Path, root: Path) -> PatchInfo | InvalidPatch:
+    try:
+        return validate_patch(path, root)
+    except InvalidPatch as error:
+        return error
+
+
+def validate_tree(root: Path, on_invalid: str, workers: int) -> tuple[list[PatchInfo], list[InvalidPatch]]:
+    """Validate every ``*.nc`` under ``root``; fail listing all bad files, or drop them (``skip``)."""
+    paths = [p for p in find_patches(root) if TRUTH_DIR not in p.relative_to(root).parts[:1]]
+    results = _map(partial(_validate, root=root), paths, workers, "validate")
+    valid = [r for r in results if isinstance(r, PatchInfo)]
+    invalid = [r for r in results if isinstance(r, InvalidPatch)]
+    if invalid and on_invalid == "error":
+        listing = "\n".join(f"  {e.path.relative_to(root)}: {'; '.join(e.defects)}" for e in invalid)
+        raise FetchError(f"{len(invalid)} invalid S4A file(s) (set data.on_invalid: skip to leave them out):\n{listing}")
+    for error in invalid:
+        error.path.unlink()
+    return valid, invalid
+
+
+def _write_invalid_report(invalid: list[InvalidPatch], root: Path) -> None:
+    with open(root / INVALID_FILE, "w", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(["path", "defects"])
+        for error in sorted(invalid, key=lambda e: str(e.path)):
+            writer.writerow([error.path.relative_to(root).as_posix(), "; ".join(error.defects)])
+
+
+def fetch_s4a(data: Data, out: str | Path, workers: int | None = None) -> FetchSummary:
+    """Fill ``out`` (``data/netcdf``) from ``data.source``, validate, index; atomically."""
+    started = time.perf_counter()
+    workers = workers or default_workers()
+    with atomic_dir(out) as root:
+        if data.source == "synthetic":
+            _generate_synthetic(data, root, workers)
+        elif data.source == "local":
+            _link_local(data, root)
+        else:
+            from .hf import download_patches  # imported lazily: only this source needs the hub client
+
+            download_patches(data, root)
+        valid, invalid = validate_tree(root, data.on_invalid, workers)
+        if not valid:
+            raise FetchError(f"no valid S4A patch for source={data.source}, years={data.years}, "
+                             f"tiles={data.tiles}, limit={data.limit}")
+        write_index(valid, root / INDEX_FILE)
+        if invalid:
+            _write_invalid_report(invalid, root)
+        size = sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+    return FetchSummary(data.source, len(valid), len(invalid), size, time.perf_counter() - started)

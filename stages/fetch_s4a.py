@@ -1,0 +1,27 @@
+"""DVC stage fetch_s4a: S4A patches from the configured source into data/netcdf/ (validated, indexed)."""
+
+import argparse
+import sys
+
+from cropseg.fetch import FetchError, fetch_s4a
+from cropseg.params import ParamsError, load_params
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--params", default="params.yaml", help="params file (section 'data')")
+    parser.add_argument("--out", default="data/netcdf", help="output folder, replaced atomically")
+    parser.add_argument("--workers", type=int, default=None, help="processes (default: CPU count, max 8)")
+    args = parser.parse_args()
+    try:
+        params = load_params(args.params)
+        summary = fetch_s4a(params.data, args.out, args.workers)
+    except (ParamsError, FetchError) as error:
+        print(f"fetch_s4a: error: {error}", file=sys.stderr)
+        return 1
+    print(summary.line())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,131 @@
+"""The synthetic S4A generator: real S4A format, deterministic, truth consistent with the labels."""
+
+import hashlib
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+
+from cropseg.fetch import fetch_s4a
+from cropseg.s4a import BANDS, parse_patch_name, read_index
+from cropseg.synthetic import CROPS, acquisition_dates, generate_patch, plan_patches
+
+from conftest import tiny_data
+
+
+def _digests(root):
+    return {p.relative_to(root).as_posix(): hashlib.md5(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_files_look_like_real_s4a(tiny_netcdf):
+    index = read_index(tiny_netcdf / "index.csv")
+    assert len(index) == 4
+    first = tiny_netcdf / index[0].path
+    assert first.relative_to(tiny_netcdf).parts[:2] == (str(index[0].year), index[0].tile)
+    root = xr.open_dataset(first)
+    assert root.attrs["patch_full_name"] == first.stem
+    assert root.attrs["patch_country_code"] in ("ES", "FR")
+    for band, resolution in BANDS.items():
+        da = xr.open_dataset(first, group=band)[band]
+        assert da.dims == ("time", "y", "x")
+        assert da.dtype == np.uint16
+        assert da.shape[1:] == ({10: 61, 20: 31, 60: 11}[resolution],) * 2
+        assert np.issubdtype(da.time.dtype, np.datetime64)
+        assert (da.time.dt.year == index[0].year).all()
+    labels = xr.open_dataset(first, group="labels")["labels"]
+    assert labels.shape == (61, 61) and labels.dtype == np.uint32
+    parcels = xr.open_dataset(first, group="parcels")["parcels"]
+    assert parcels.dtype == np.uint32
+    # background pixels have no parcel, parcels carry crop codes the generator knows
+    assert set(np.unique(labels.values)) <= {0} | {c.code for c in CROPS}
+    assert ((parcels.values == 0) == (labels.values == 0)).all()
+
+
+def test_default_size_band_shapes_match_s4a():
+    cfg = tiny_data(patch_size=366, acquisitions=3).synthetic
+    patch = generate_patch(cfg, plan_patches(cfg, [2019], ["31TCG"])[0])
+    assert patch.bands["B02"].shape == (3, 366, 366)
+    assert patch.bands["B05"].shape == (3, 183, 183)
+    assert patch.bands["B01"].shape == (3, 61, 61)
+    assert patch.labels.shape == (366, 366)
+
+
+def test_same_seed_same_bytes_other_seed_other_data(tmp_path):
+    fetch_s4a(tiny_data(), tmp_path / "a", workers=1)
+    fetch_s4a(tiny_data(), tmp_path / "b", workers=2)
+    fetch_s4a(tiny_data(seed=1), tmp_path / "c", workers=1)
+    a, b, c = (_digests(tmp_path / n) for n in "abc")
+    assert a == b
+    assert a.keys() & c.keys() or a != c
+    assert a != c
+
+
+def test_patches_spread_over_years_and_tiles_with_valid_names():
+    cfg = tiny_data(patches=10).synthetic
+    plans = plan_patches(cfg, [2019, 2020], ["31TCG", "31TCJ"])
+    combos = pd.Series([(p.name.year, p.name.tile) for p in plans]).value_counts()
+    assert sorted(combos.values) == [2, 2, 3, 3]
+    for plan in plans:
+        assert parse_patch_name(plan.name.filename) == plan.name
+    assert len({p.name.relpath for p in plans}) == 10
+
+
+def test_acquisitions_are_irregular_with_empty_months():
+    cfg = tiny_data(acquisitions=40, empty_months=3).synthetic
+    dates = acquisition_dates(cfg, 2019, "31TCG")
+    assert len(dates) == 40 and (np.diff(dates).astype(int) > 0).all()
+    months = set(dates.astype("datetime64[M]").astype(int) % 12 + 1)
+    assert 6 <= len(months) <= 9  # at least the 3 chosen months are empty
+    gaps = np.diff(dates).astype(int)
+    assert gaps.min() != gaps.max()
+
+
+def test_label_noise_and_truth_table_agree_with_the_labels(tmp_path):
+    out = tmp_path / "netcdf"
+    fetch_s4a(tiny_data(patches=3, patch_size=122, label_noise=0.3), out, workers=1)
+    truth = pd.read_csv(out / "truth" / "truth.csv")
+    assert len(truth) == 3 * 4  # 2 x 2 windows of 61 per 122-px patch
+    total_noisy = 0
+    for path, rows in truth.groupby("path"):
+        labels = xr.open_dataset(out / path, group="labels")["labels"].values
+        clean = np.load(out / "truth" / "clean_labels" / f"{parse_patch_name(path).stem}.npy")
+        assert clean.shape == labels.shape
+        assert ((clean == 0) == (labels == 0)).all()  # noise relabels crops, never background
+        for row in rows.itertuples():
+            window = np.s_[row.window_y * 61:(row.window_y + 1) * 61, row.window_x * 61:(row.window_x + 1) * 61]
+            assert row.parcel_pixels == (labels[window] > 0).sum()
+            assert row.noisy_pixels == (labels[window] != clean[window]).sum()
+        total_noisy += rows.noisy_pixels.sum()
+    share = total_noisy / truth.parcel_pixels.sum()
+    assert 0.1 < share < 0.5  # about 30 % of crop parcels, weighted by their size
+
+
+def test_clean_generation_has_no_noisy_pixels(tiny_netcdf):
+    truth = pd.read_csv(tiny_netcdf / "truth" / "truth.csv")
+    assert truth.noisy_pixels.sum() == 0
+    assert truth.parcel_pixels.sum() > 0
+
+
+def test_classes_are_separable_by_their_seasonal_curves():
+    """Parcel-mean NDVI curves of different classes differ far more than parcels of one class."""
+    cfg = tiny_data(patch_size=366, acquisitions=36, clouds=0.0, class_mix="balanced", parcels=120).synthetic
+    patch = generate_patch(cfg, plan_patches(cfg, [2019], ["31TCG"])[0])
+    red = patch.bands["B04"].astype(float)
+    nir = patch.bands["B08"].astype(float)
+    ndvi = (nir - red) / (nir + red)
+    curves = {}
+    for code in np.unique(patch.labels[patch.labels > 0]):
+        curves[code] = ndvi[:, patch.labels == code].mean(axis=1)
+    codes = sorted(curves)
+    between = min(np.abs(curves[a] - curves[b]).max() for i, a in enumerate(codes) for b in codes[i + 1:])
+    assert len(codes) >= 10
+    assert between > 0.02
+
+
+@pytest.mark.parametrize("patches", [901])
+def test_too_many_patches_for_a_tile_is_a_clear_error(patches):
+    cfg = tiny_data(patches=patches, patch_size=366).synthetic
+    with pytest.raises(ValueError, match="does not fit: at most 900"):
+        plan_patches(cfg, [2019], ["31TCG"])
