@@ -1,0 +1,182 @@
+"""Training samples: one per sub-patch of ``data/medians``, read from memory maps in whole batches.
+
+Sample ``i`` of a split is sub-patch ``(sub_y, sub_x)`` of the split's ``p``-th patch, with the
+global index ``i = p * sub_patches_per_patch + sub_y * sub_x_count + sub_x`` over the split list
+as written by the split stage. The index does not depend on ``skip_empty`` or on the epoch, so
+stored per-sample values (irreducible losses, synthetic truth) can be matched to it; every batch
+carries it, as in the RHO-Loss reference code's ``(index, input, target)`` contract.
+
+Batches are gathered in one call per patch (``memmap[sub_y, sub_x, months]``): only the months
+needed are read, nothing is decompressed, and there is no Python loop over pixels or classes
+(labels are mapped with the label set's lookup table).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from .labels import LabelSet
+from .medians import open_patch, read_meta
+
+
+class DatasetError(ValueError):
+    """The medians store and the split list do not fit together."""
+
+
+def read_split_list(path: str | Path) -> list[str]:
+    """Patch paths (relative to data/netcdf) of one split file, in file order."""
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"{path}: split list not found (run the split stage)")
+    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+
+
+def period_slice(meta: dict, year: int, months: list[int]) -> slice:
+    """The contiguous periods whose start month lies in ``months`` = [first, last] (1-indexed)."""
+    starts = meta["periods"][str(year)]
+    chosen = [i for i, s in enumerate(starts) if months[0] <= int(s[5:7]) <= months[1]]
+    if not chosen:
+        raise DatasetError(f"loader.months {months} selects no period of {meta['freq']} periods {starts}")
+    return slice(chosen[0], chosen[-1] + 1)
+
+
+@dataclass(frozen=True)
+class Batch:
+    """A batch of samples: global indices, inputs (N, T, B, H, W) and model-class labels (N, H, W)."""
+
+    index: torch.Tensor
+    x: torch.Tensor
+    y: torch.Tensor
+
+    def to(self, device: torch.device, non_blocking: bool = False) -> "Batch":
+        return Batch(self.index.to(device, non_blocking=non_blocking), self.x.to(device, non_blocking=non_blocking),
+                     self.y.to(device, non_blocking=non_blocking))
+
+    def take(self, rows: torch.Tensor | slice) -> "Batch":
+        return Batch(self.index[rows], self.x[rows], self.y[rows])
+
+    def __len__(self) -> int:
+        return int(self.index.shape[0])
+
+    def pin_memory(self) -> "Batch":
+        return Batch(self.index.pin_memory(), self.x.pin_memory(), self.y.pin_memory())
+
+
+class SubPatchDataset(Dataset):
+    """The sub-patches of one split. ``dataset[list_of_indices]`` returns a whole :class:`Batch`."""
+
+    def __init__(self, medians_root: str | Path, split_list: list[str], label_set: LabelSet, *,
+                 months: list[int], normalize: float, skip_empty: bool):
+        self.root = Path(medians_root)
+        self.meta = read_meta(self.root)
+        by_path = {record["path"]: record for record in self.meta["patches"]}
+        missing = [p for p in split_list if p not in by_path]
+        if missing:
+            raise DatasetError(f"{len(missing)} patch(es) of the split are not in {self.root}/meta.json, "
+                               f"e.g. {missing[0]} (re-run the medians stage)")
+        self.records = [by_path[p] for p in split_list]
+        self.label_set = label_set
+        self.normalize = float(normalize)
+        shapes = {(r["sub_y"], r["sub_x"]) for r in self.records}
+        if len(shapes) > 1:
+            raise DatasetError(f"patches of the split have different sub-patch grids {sorted(shapes)}")
+        self.sub_y, self.sub_x = shapes.pop() if shapes else (0, 0)
+        self.per_patch = self.sub_y * self.sub_x
+        years = sorted({r["year"] for r in self.records})
+        spans = {(s.start, s.stop) for s in (period_slice(self.meta, y, months) for y in years)}
+        if len(spans) > 1:
+            raise DatasetError(f"loader.months {months} selects different periods in years {years}")
+        self.periods = slice(*spans.pop()) if spans else slice(0, 0)
+        self._maps: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self.parcel_pixels = self._count_parcel_pixels()
+        every = np.arange(len(self.records) * self.per_patch)
+        self.indices = every[self.parcel_pixels > 0] if skip_empty else every
+
+    @property
+    def bands(self) -> int:
+        return len(self.meta["bands"])
+
+    @property
+    def months(self) -> int:
+        return self.periods.stop - self.periods.start
+
+    @property
+    def window(self) -> int:
+        return int(self.meta["window"])
+
+    def _open(self, patch: int) -> tuple[np.ndarray, np.ndarray]:
+        # opened lazily and per process: memory maps do not survive pickling to loader workers
+        if patch not in self._maps:
+            self._maps[patch] = open_patch(self.root, self.records[patch])
+        return self._maps[patch]
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_maps": {}}
+
+    def _count_parcel_pixels(self) -> np.ndarray:
+        counts = np.zeros(len(self.records) * self.per_patch, dtype=np.int64)
+        for p in range(len(self.records)):
+            labels = self.label_set.map(np.asarray(self._open(p)[1]))
+            counts[p * self.per_patch:(p + 1) * self.per_patch] = (labels > 0).reshape(self.per_patch, -1).sum(1)
+        return counts
+
+    def class_pixel_counts(self) -> np.ndarray:
+        """Pixels per model class over the samples of this dataset (class 0 = background)."""
+        total = np.zeros(len(self.label_set.class_names), dtype=np.int64)
+        chosen = np.zeros(len(self.records) * self.per_patch, dtype=bool)
+        chosen[self.indices] = True
+        for p in range(len(self.records)):
+            keep = chosen[p * self.per_patch:(p + 1) * self.per_patch].reshape(self.sub_y, self.sub_x)
+            labels = self.label_set.map(np.asarray(self._open(p)[1])[keep])
+            total += np.bincount(labels.ravel(), minlength=len(total))[: len(total)]
+        return total
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, positions: list[int] | np.ndarray) -> Batch:
+        """Gather the samples at ``positions`` (positions in ``self.indices``) as one batch."""
+        index = self.indices[np.asarray(positions, dtype=np.int64)]
+        x = np.empty((len(index), self.months, self.bands, self.window, self.window), dtype=np.float32)
+        y = np.empty((len(index), self.window, self.window), dtype=np.int64)
+        patch, within = np.divmod(index, self.per_patch)
+        sub_y, sub_x = np.divmod(within, self.sub_x)
+        for p in np.unique(patch):
+            rows = np.flatnonzero(patch == p)
+            images, labels = self._open(int(p))
+            x[rows] = images[sub_y[rows], sub_x[rows], self.periods]
+            y[rows] = self.label_set.map(labels[sub_y[rows], sub_x[rows]])
+        x *= np.float32(1.0 / self.normalize)
+        return Batch(torch.from_numpy(index), torch.from_numpy(x), torch.from_numpy(y))
+
+
+class BlockSampler(Sampler):
+    """Yields blocks of dataset positions: a seeded permutation per epoch, cut into blocks.
+
+    The permutation depends on (seed, epoch) only, so a resumed run sees the same order. Under
+    DistributedDataParallel each rank takes every ``world_size``-th sample of each block.
+    """
+
+    def __init__(self, n: int, block: int, *, seed: int, shuffle: bool = True, rank: int = 0, world_size: int = 1):
+        self.n, self.block, self.seed, self.shuffle = n, block, seed, shuffle
+        self.rank, self.world_size = rank, world_size
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        order = (np.random.default_rng([self.seed, self.epoch]).permutation(self.n) if self.shuffle
+                 else np.arange(self.n))
+        for start in range(0, self.n, self.block):
+            block = order[start:start + self.block][self.rank::self.world_size]
+            if len(block):
+                yield block.tolist()
+
+    def __len__(self) -> int:
+        return -(-self.n // self.block)

@@ -1,0 +1,88 @@
+"""Class-weighted NLL over parcel pixels (label 0 = background is ignored).
+
+The loss of a batch is ``sum(weighted_sum) / sum(weight_sum)`` over every sample of the whole
+(accumulated) batch, where :func:`parcel_nll` returns both sums per sample. This equals
+``F.nll_loss(log_probs, target, weight=weights, ignore_index=0)`` on the whole batch, and since
+``weight_sum`` depends on the targets only (:func:`pixel_weight_sum`), gradient accumulation
+divides every micro-batch's ``weighted_sum.sum()`` by the batch's total weight, known before the
+first forward pass: the accumulated gradient is then exactly the gradient of one big batch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def class_weights(pixel_counts: Any, weight: float, *, weighted: bool = True) -> torch.Tensor:
+    """Per-class loss weights (float32, one per model class, background included).
+
+    ``pixel_counts``: training pixels of each model class, entry 0 = background. With
+    ``K`` non-background classes and ``freq_c = count_c / sum(count_1..K)``,
+    ``w_c = 1 / (K * freq_c)`` (1 for every class when balanced), interpolated towards uniform:
+    ``(1 - weight) * 1 + weight * w_c``. Background always gets 0. A class with zero count (it
+    cannot contribute to the loss anyway, but may appear in validation) gets weight 1.
+    ``weighted=False`` (``loss.weighted: false``) gives 1 for every class but background.
+    """
+    counts = np.asarray(pixel_counts, dtype=np.float64)
+    if counts.ndim != 1 or counts.size < 2:
+        raise ValueError(f"pixel_counts must be 1-D over model classes incl. background, got shape {counts.shape}")
+    if (counts < 0).any() or not np.isfinite(counts).all():
+        raise ValueError("pixel_counts must be finite and non-negative")
+    if not 0.0 <= weight <= 1.0:
+        raise ValueError(f"class weight interpolation must be in [0, 1], got {weight}")
+    fg = counts[1:]
+    w = np.ones_like(fg)
+    if weighted and fg.sum() > 0:
+        seen = fg > 0
+        freq = fg[seen] / fg.sum()
+        w[seen] = (1.0 - weight) + weight / (fg.size * freq)
+    return torch.as_tensor(np.concatenate([[0.0], w]), dtype=torch.float32)
+
+
+def _pixel_weights(target: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Weight of every pixel: ``weights[target]``, and 0 where target is 0 (background)."""
+    w = weights.to(device=target.device, dtype=torch.float32)[target]
+    return w.masked_fill(target == 0, 0.0)
+
+
+def pixel_weight_sum(target: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Per-sample sum of pixel weights ``[N]`` (float32): the denominators, without a forward pass."""
+    return _pixel_weights(target, weights).flatten(1).sum(1)
+
+
+def parcel_nll(log_probs: torch.Tensor, target: torch.Tensor, weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample ``(weighted_sum [N], weight_sum [N])`` of the NLL over parcel pixels, float32.
+
+    ``log_probs`` ``(N, C, H, W)``, ``target`` ``(N, H, W)`` int64 model classes, ``weights``
+    ``(C,)`` (from :func:`class_weights`). Pixels with label 0 are ignored whatever
+    ``weights[0]`` is. Computed in float32 even under bf16 autocast.
+    """
+    device_type = log_probs.device.type
+    with torch.autocast(device_type=device_type, enabled=False):
+        target = target.long()
+        w = _pixel_weights(target, weights)
+        picked = log_probs.float().gather(1, target.unsqueeze(1)).squeeze(1)
+        weighted_sum = -(w * picked).flatten(1).sum(1)
+        return weighted_sum, w.flatten(1).sum(1)
+
+
+def per_sample_loss(log_probs: torch.Tensor, target: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Per-sample mean weighted NLL ``[N]``; NaN for a sample without weighted parcel pixels.
+
+    A sample whose every pixel is background (or of zero-weight classes) has no loss; it is
+    NaN so that a caller must decide (data selection scores such samples lowest).
+    """
+    weighted_sum, weight_sum = parcel_nll(log_probs, target, weights)
+    nan = torch.full_like(weighted_sum, float("nan"))
+    return torch.where(weight_sum > 0, weighted_sum / weight_sum.clamp_min(torch.finfo(torch.float32).tiny), nan)
+
+
+def batch_loss(weighted_sum: torch.Tensor, weight_sum: torch.Tensor | float) -> torch.Tensor:
+    """``weighted_sum.sum() / total``, where ``weight_sum`` is per-sample (summed here) or the
+    total weight of the whole accumulated batch; 0 (with a gradient) when the total is 0."""
+    total = weight_sum.sum() if isinstance(weight_sum, torch.Tensor) else torch.tensor(float(weight_sum))
+    total = total.to(weighted_sum.device)
+    return weighted_sum.sum() / total.clamp_min(torch.finfo(torch.float32).tiny)

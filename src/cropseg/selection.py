@@ -1,0 +1,246 @@
+"""Data selection: score every sample of a block, keep the best, train on those (RHO-Loss & co).
+
+Scores (higher = train on it), each a mean over the sample's parcel pixels:
+
+* ``loss``: class-weighted NLL under the current model;
+* ``margin``: best wrong class's log-probability minus the true class's (unweighted);
+* ``irreducible``: minus the stored loss of the holdout model (``data/irreducible_loss``);
+* ``rho_loss``: ``loss`` minus the stored holdout loss (the reducible holdout loss);
+* ``random``: a seeded uniform draw; ``uniform``: no scoring, the block is the batch.
+
+Weighted sums such as ``"1.0*loss - 0.5*irreducible"`` combine them. Scoring runs without
+gradients, in eval mode, in the training precision, in sub-batches of ``physical_batch_size``.
+Samples without parcel pixels score lowest (-inf), as do NaN scores; ties go to the earlier sample
+in the block, and the kept samples stay in their block order.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .dataset import Batch
+from .loss import parcel_nll
+from .precision import autocast
+
+SCORES = ("random", "loss", "margin", "irreducible", "rho_loss")
+_TERM = re.compile(r"\s*([+-])?\s*(?:(\d+(?:\.\d*)?(?:[eE][+-]?\d+)?|\.\d+)\s*\*\s*)?([a-z_]+)\s*")
+IRREDUCIBLE_FILE = "losses.npy"
+
+
+class SelectionError(ValueError):
+    """A selection method that cannot be parsed or run."""
+
+
+def parse_method(method: str) -> dict[str, float] | None:
+    """``uniform`` -> None; a score name -> {name: 1}; ``"a*x - b*y"`` -> {x: a, y: -b}.
+
+    Raises :class:`SelectionError` naming the position and the known score names.
+    """
+    text = method.strip()
+    if text == "uniform":
+        return None
+    terms: dict[str, float] = {}
+    position = 0
+    while position < len(text):
+        match = _TERM.match(text, position)
+        if not match or (position > 0 and not match.group(1)):
+            raise SelectionError(f"selection.method {method!r}: cannot parse at position {position} "
+                                 f"(expected '[+|-] [number *] score'; scores: uniform, {', '.join(SCORES)})")
+        sign, coefficient, name = match.groups()
+        if name not in SCORES:
+            raise SelectionError(f"selection.method {method!r}: unknown score {name!r} "
+                                 f"(known: uniform, {', '.join(SCORES)})")
+        value = float(coefficient) if coefficient else 1.0
+        terms[name] = terms.get(name, 0.0) + (-value if sign == "-" else value)
+        position = match.end()
+    if not terms:
+        raise SelectionError(f"selection.method {method!r}: empty")
+    return terms
+
+
+def top_k(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """Positions of the ``k`` highest scores, in ascending position order.
+
+    NaN counts as -inf; ties are broken towards the earlier position (a stable sort), so the
+    choice is deterministic.
+    """
+    clean = torch.nan_to_num(scores.double().cpu(), nan=-np.inf)
+    order = np.argsort(-clean.numpy(), kind="stable")[:k]
+    return torch.from_numpy(np.sort(order))
+
+
+@torch.no_grad()
+def per_sample_scores(model: torch.nn.Module, batch: Batch, weights: torch.Tensor, names: set[str], *,
+                      physical_batch_size: int, bf16: bool) -> dict[str, torch.Tensor]:
+    """``loss`` and/or ``margin`` per sample (NaN where a sample has no parcel pixels)."""
+    was_training = model.training
+    model.eval()
+    out: dict[str, list[torch.Tensor]] = {name: [] for name in names}
+    for start in range(0, len(batch), physical_batch_size):
+        micro = batch.take(slice(start, start + physical_batch_size))
+        with autocast(bf16, micro.x.device):
+            log_probs = model(micro.x)
+        log_probs = log_probs.float()
+        if "loss" in names:
+            weighted, weight = parcel_nll(log_probs, micro.y, weights)
+            out["loss"].append(weighted / weight)
+        if "margin" in names:
+            out["margin"].append(margin(log_probs, micro.y))
+    model.train(was_training)
+    return {name: torch.cat(values) for name, values in out.items()}
+
+
+def margin(log_probs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean over parcel pixels of max_{c != y} log p_c - log p_y; NaN without parcel pixels."""
+    true = log_probs.gather(1, target.unsqueeze(1)).squeeze(1)
+    others = log_probs.scatter(1, target.unsqueeze(1), -torch.inf)
+    others[:, 0] = -torch.inf  # background is never a candidate class
+    wrong = others.amax(1)
+    mask = (target > 0).float()
+    return ((wrong - true) * mask).flatten(1).sum(1) / mask.flatten(1).sum(1)
+
+
+def truth_per_sample(dataset, truth_path: Path) -> dict[str, np.ndarray] | None:
+    """Labelled and noisy pixels of every sample (by global index) from the synthetic ``truth.csv``.
+
+    Only meaningful when the medians window equals the truth table's 61 px windows.
+    """
+    truth = pd.read_csv(truth_path)
+    if dataset.window != 61:
+        return None
+    n = len(dataset.records) * dataset.per_patch
+    parcel, noisy = np.zeros(n, np.int64), np.zeros(n, np.int64)
+    position = {record["path"]: p for p, record in enumerate(dataset.records)}
+    rows = truth[truth.path.isin(position.keys())]
+    index = (rows.path.map(position).to_numpy() * dataset.per_patch + rows.window_y.to_numpy() * dataset.sub_x
+             + rows.window_x.to_numpy())
+    parcel[index] = rows.parcel_pixels.to_numpy()
+    noisy[index] = rows.noisy_pixels.to_numpy()
+    return {"parcel": parcel, "noisy": noisy}
+
+
+@dataclass
+class _EpochSums:
+    selected_noisy: int = 0
+    selected_parcel: int = 0
+    block_noisy: int = 0
+    block_parcel: int = 0
+    score_selected: float = 0.0
+    score_rejected: float = 0.0
+    n_selected: int = 0
+    n_rejected: int = 0
+
+
+class Selector:
+    """Reduces each block of samples to the batches the optimiser steps on."""
+
+    def __init__(self, cfg, *, weights: torch.Tensor, physical_batch_size: int, bf16: bool, device: torch.device,
+                 seed: int, irreducible_path: Path | None, truth: dict[str, np.ndarray] | None, n_classes: int):
+        self.terms = parse_method(cfg.method) if cfg is not None else None
+        self.block_size = cfg.block_size if cfg is not None and self.terms is not None else 1
+        self.n_batches = cfg.n_batches_per_block if cfg is not None else 1
+        self.weights, self.physical_batch_size, self.bf16 = weights, physical_batch_size, bf16
+        self.device, self.seed, self.truth, self.n_classes = device, seed, truth, n_classes
+        self.irreducible = None
+        if self.terms and {"irreducible", "rho_loss"} & self.terms.keys():
+            if irreducible_path is None or not (irreducible_path / IRREDUCIBLE_FILE).exists():
+                raise SelectionError(f"selection.method {cfg.method!r} needs the stored holdout losses "
+                                     f"({irreducible_path}/{IRREDUCIBLE_FILE}); run the irreducible_loss stage")
+            self.irreducible = torch.from_numpy(np.load(irreducible_path / IRREDUCIBLE_FILE)).float()
+        self._sums = _EpochSums()
+
+    @property
+    def active(self) -> bool:
+        return self.terms is not None and self.block_size > 1
+
+    @property
+    def telemetry_columns(self) -> list[str]:
+        columns = ["score_selected", "score_rejected"] if self.active else []
+        if self.truth is not None:
+            columns += ["noisy_share_selected", "noisy_share_block"]
+        return columns + [f"class_share/{c}" for c in range(1, self.n_classes)]
+
+    def block_samples(self, batch_size: int) -> int:
+        """Samples per block: ``block_size x n_batches_per_block x batch_size``."""
+        return self.block_size * self.n_batches * batch_size
+
+    def scores(self, model: torch.nn.Module, block: Batch, step: int) -> torch.Tensor:
+        """The method's score of every sample of the block (higher = keep); -inf without parcels."""
+        assert self.terms is not None
+        needed = {"loss"} if "rho_loss" in self.terms else set()
+        needed |= {n for n in ("loss", "margin") if n in self.terms}
+        computed = per_sample_scores(model, block, self.weights, needed, physical_batch_size=self.physical_batch_size,
+                                     bf16=self.bf16) if needed else {}
+        total = torch.zeros(len(block), dtype=torch.float64)
+        for name, coefficient in self.terms.items():
+            if name == "random":
+                generator = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
+                value = torch.rand(len(block), generator=generator, dtype=torch.float64)
+            elif name in ("loss", "margin"):
+                value = computed[name].double().cpu()
+            else:
+                stored = self.irreducible[block.index.cpu()].double()
+                value = -stored if name == "irreducible" else computed["loss"].double().cpu() - stored
+            total += coefficient * value
+        has_parcels = (block.y > 0).flatten(1).any(1).cpu()
+        return torch.where(has_parcels, total, torch.tensor(-np.inf, dtype=torch.float64))
+
+    def select(self, model: torch.nn.Module, block: Batch, batch_size: int, *, step: int) -> tuple[list[Batch], dict]:
+        """Keep the top ``n_batches_per_block x batch_size`` samples; split them into batches."""
+        telemetry: dict[str, float] = {}
+        if self.active:
+            keep = max(1, round(len(block) / self.block_size))
+            scores = self.scores(model, block, step)
+            chosen = top_k(scores, keep)
+            rejected = torch.ones(len(block), dtype=torch.bool)
+            rejected[chosen] = False
+            finite = torch.isfinite(scores)
+            telemetry["score_selected"] = _mean(scores[chosen][finite[chosen]])
+            telemetry["score_rejected"] = _mean(scores[rejected & finite])
+            self._sums.score_selected += float(scores[chosen][finite[chosen]].sum())
+            self._sums.n_selected += int(finite[chosen].sum())
+            self._sums.score_rejected += float(scores[rejected & finite].sum())
+            self._sums.n_rejected += int((rejected & finite).sum())
+            selected = block.take(chosen.to(block.index.device))
+        else:
+            selected = block
+        if self.truth is not None:
+            telemetry |= self._noise_telemetry(block.index.cpu().numpy(), selected.index.cpu().numpy())
+        counts = torch.bincount(selected.y.flatten(), minlength=self.n_classes)[1:self.n_classes].double().cpu()
+        shares = counts / counts.sum().clamp_min(1)
+        telemetry |= {f"class_share/{c + 1}": float(v) for c, v in enumerate(shares)}
+        per_step = max(1, -(-len(selected) // self.n_batches))
+        return [selected.take(slice(s, s + per_step)) for s in range(0, len(selected), per_step)], telemetry
+
+    def _noise_telemetry(self, block_index: np.ndarray, selected_index: np.ndarray) -> dict[str, float]:
+        noisy, parcel = self.truth["noisy"], self.truth["parcel"]
+        sums = self._sums
+        sums.selected_noisy += int(noisy[selected_index].sum())
+        sums.selected_parcel += int(parcel[selected_index].sum())
+        sums.block_noisy += int(noisy[block_index].sum())
+        sums.block_parcel += int(parcel[block_index].sum())
+        return {"noisy_share_selected": noisy[selected_index].sum() / max(parcel[selected_index].sum(), 1),
+                "noisy_share_block": noisy[block_index].sum() / max(parcel[block_index].sum(), 1)}
+
+    def epoch_telemetry(self) -> dict[str, float]:
+        """Aggregates since the last call (logged with the validation metrics), then reset."""
+        sums, self._sums = self._sums, _EpochSums()
+        out: dict[str, float] = {}
+        if self.truth is not None and sums.block_parcel:
+            out["selection/noisy_share_selected"] = sums.selected_noisy / max(sums.selected_parcel, 1)
+            out["selection/noisy_share_block"] = sums.block_noisy / max(sums.block_parcel, 1)
+        if self.active and sums.n_selected:
+            out["selection/score_selected"] = sums.score_selected / sums.n_selected
+            out["selection/score_rejected"] = sums.score_rejected / max(sums.n_rejected, 1)
+        return out
+
+
+def _mean(values: torch.Tensor) -> float:
+    return float(values.mean()) if values.numel() else float("nan")

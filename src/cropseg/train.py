@@ -1,0 +1,298 @@
+"""The training loop of the ``train_holdout`` and ``train`` stages, readable top to bottom.
+
+One function, :func:`train`, does everything in order: set up (distributed, device, seeds), data,
+model, loss, optimiser, resume, then epochs of blocks -> selection -> optimiser steps, validation,
+checkpoints, and the final model file. Conventions:
+
+* an *epoch* is one pass over the training samples *considered* (every block is read once); with
+  selection, fewer samples are *seen* (trained on) than considered;
+* the batch loss is the class-weighted NLL summed over the batch's parcel pixels divided by the
+  batch's total pixel weight, so ``physical_batch_size`` micro-batches accumulate exactly the
+  gradient of one ``batch_size`` batch (and DDP ranks exactly that of one process);
+* ``samples_seen`` / ``samples_considered`` / ``pixels_seen`` (labelled pixels trained on) count
+  the whole job (all ranks) and are logged with every metric, so methods compare at equal cost.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from .checkpoint import load_checkpoint, model_file, save_atomic
+from .dataset import BlockSampler, SubPatchDataset, read_split_list
+from .evaluation import confusion, headline, sequential_loader
+from .labels import load_label_set
+from .loss import class_weights, parcel_nll
+from .models import build_model
+from .params import Params, Run
+from .precision import autocast, pick_device, use_bf16
+from .selection import Selector
+from .tracking import Tracker, config_digest, dvc_input_md5s, git_revision
+
+VAL_COLUMNS = ["accuracy", "weighted_f1", "macro_f1", "crop5_accuracy", "crop5_weighted_f1", "crop5_macro_f1",
+               "loss", "lr", "selection/noisy_share_selected", "selection/noisy_share_block",
+               "selection/score_selected", "selection/score_rejected"]
+
+
+@dataclass
+class RunPaths:
+    """Where a training stage reads and writes (defaults: the dvc.yaml paths)."""
+
+    split_dir: Path
+    model_out: Path
+    metrics_dir: Path
+    checkpoint_dir: Path
+    medians: Path = Path("data/medians")
+    labels_dir: Path = Path("configs/labels")
+    irreducible: Path | None = None
+    truth: Path | None = None
+    lock: Path = Path("dvc.lock")
+
+
+@dataclass
+class Counters:
+    step: int = 0
+    epoch: int = 0
+    samples_seen: int = 0
+    samples_considered: int = 0
+    pixels_seen: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class TrainResult:
+    best: dict[str, float]
+    best_epoch: int
+    counters: Counters
+    seconds: float
+    resumed_from: int | None = None
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    def line(self, stage: str) -> str:
+        rate = self.counters.samples_seen / self.seconds if self.seconds else 0.0
+        resumed = f", resumed after epoch {self.resumed_from}" if self.resumed_from is not None else ""
+        return (f"{stage}: {self.counters.epoch} epochs, {self.counters.step} steps, {self.counters.samples_seen} "
+                f"samples seen of {self.counters.samples_considered} considered, best val weighted F1 "
+                f"{self.best.get('weighted_f1', float('nan')):.4f} (epoch {self.best_epoch}), "
+                f"{self.seconds:.1f} s, {rate:.0f} samples/s{resumed}")
+
+
+def _distributed() -> tuple[int, int, int]:
+    """(rank, world_size, local_rank); initialises the process group under torchrun."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return int(os.environ.get("RANK", "0")), world_size, int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def _seed_everything(seed: int, deterministic: bool) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cudnn.benchmark = False
+
+
+def _file_digest(path: Path | None) -> str | None:
+    import hashlib
+
+    if path is None or not path.exists():
+        return None
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _scheduler(optimizer: torch.optim.Optimizer, arch: str, run: Run):
+    if arch == "unet":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", patience=run.plateau_patience,
+                                                          factor=run.plateau_factor)
+    return torch.optim.lr_scheduler.StepLR(optimizer, step_size=run.step_size, gamma=run.step_gamma)
+
+
+def _all_reduce_sum(value: torch.Tensor, world_size: int) -> torch.Tensor:
+    if world_size > 1:
+        dist.all_reduce(value, op=dist.ReduceOp.SUM)
+    return value
+
+
+def train(params: Params, stage: str, paths: RunPaths, *, progress: bool = True) -> TrainResult:
+    """Train one model (``stage``: ``holdout`` or ``train``) and write its model file and metrics."""
+    started = time.perf_counter()
+    run: Run = params.holdout if stage == "holdout" else params.train
+    rank, world_size, local_rank = _distributed()
+    if run.batch_size % world_size:
+        raise ValueError(f"{stage}.batch_size {run.batch_size} is not divisible by the {world_size} processes")
+    device = pick_device(run.device, local_rank)
+    bf16 = use_bf16(run.precision, device)
+    _seed_everything(run.seed, run.deterministic)
+
+    # ---- data: the split's sub-patches, months chosen, labels mapped to model classes
+    label_set = load_label_set(params.labels, paths.labels_dir)
+    loader_cfg = params.loader
+    common = dict(label_set=label_set, months=loader_cfg.months, normalize=loader_cfg.normalize)
+    train_set = SubPatchDataset(paths.medians, read_split_list(paths.split_dir / "train.txt"),
+                                skip_empty=loader_cfg.skip_empty, **common)
+    val_set = SubPatchDataset(paths.medians, read_split_list(paths.split_dir / "val.txt"), skip_empty=True, **common)
+    if len(train_set) == 0 or len(val_set) == 0:
+        raise ValueError(f"{stage}: empty split (train {len(train_set)}, val {len(val_set)} samples with parcels)")
+    counts = train_set.class_pixel_counts()
+
+    # ---- model, loss weights, optimiser, scheduler
+    model = build_model(params.model.arch, bands=train_set.bands, months=train_set.months,
+                        n_classes=label_set.n_classes, width=params.model.width, depth=params.model.depth,
+                        class_frequencies=counts if counts[1:].sum() > 0 else None).to(device)
+    if bf16:
+        model = model.to(memory_format=torch.channels_last)
+    weights = class_weights(counts, params.loss.class_weights_weight, weighted=params.loss.weighted).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=run.lr, weight_decay=run.weight_decay)
+    scheduler = _scheduler(optimizer, params.model.arch, run)
+    net = model
+    if world_size > 1:
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[local_rank] if device.type == "cuda" else None)
+
+    # ---- selection: how a block of samples is reduced to the batches trained on
+    selection = params.selection if stage == "train" else None
+    selector = Selector(selection, weights=weights, physical_batch_size=run.physical_batch_size, bf16=bf16,
+                        device=device, seed=run.seed, irreducible_path=paths.irreducible,
+                        truth=_truth_for(train_set, paths.truth), n_classes=label_set.n_classes)
+    local_batch = run.batch_size // world_size
+    sampler = BlockSampler(len(train_set), selector.block_samples(run.batch_size), seed=run.seed,
+                           rank=rank, world_size=world_size)
+    train_loader = DataLoader(train_set, sampler=sampler, batch_size=None, num_workers=loader_cfg.workers,
+                              pin_memory=device.type == "cuda", persistent_workers=loader_cfg.workers > 0)
+    val_loader = sequential_loader(val_set, run.physical_batch_size, rank=rank, world_size=world_size,
+                                   workers=loader_cfg.workers, pin_memory=device.type == "cuda")
+
+    # ---- resume: only a checkpoint of this exact run (params, inputs, world size)
+    config = {
+        "stage": stage, "params": {k: getattr(params, k).model_dump() if hasattr(getattr(params, k), "model_dump")
+                                   else getattr(params, k) for k in ("labels", "model", "loader", "loss")}
+        | {stage: run.model_dump()} | ({"selection": selection.model_dump()} if selection else {}),
+        "inputs": {"medians_meta": _file_digest(paths.medians / "meta.json"),
+                   "split_train": _file_digest(paths.split_dir / "train.txt"),
+                   "split_val": _file_digest(paths.split_dir / "val.txt"),
+                   "labels": _file_digest(paths.labels_dir / f"{params.labels}.yaml"),
+                   "irreducible": _file_digest(paths.irreducible / "losses.npy") if paths.irreducible else None},
+        "world_size": world_size,
+    }
+    digest = config_digest(config)
+    last_path, best_path = paths.checkpoint_dir / "last.pt", paths.checkpoint_dir / "best.pt"
+    state = load_checkpoint(last_path, digest)
+    counters, best, best_epoch, history, resumed_from = Counters(), {}, 0, [], None
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        counters = Counters(**state["counters"])
+        best, best_epoch, history = state["best"], state["best_epoch"], state["history"]
+        resumed_from = counters.epoch
+        if rank == 0:
+            print(f"{stage}: resuming after epoch {counters.epoch} from {last_path}")
+    tracker = Tracker(paths.metrics_dir, stage=stage, wandb_mode=params.tracking.wandb, project=params.tracking.project,
+                      config={**config, "git_revision": git_revision(), "dvc_inputs": dvc_input_md5s(stage, paths.lock),
+                              "digest": digest},
+                      resume_step=counters.step if state is not None else None,
+                      step_columns=["loss", "lr"] + selector.telemetry_columns, val_columns=VAL_COLUMNS, rank=rank)
+
+    # ---- epochs: blocks -> selection -> one optimiser step per batch
+    for epoch in range(counters.epoch, run.epochs):
+        sampler.set_epoch(epoch)
+        net.train()
+        bar = tqdm(train_loader, desc=f"{stage} epoch {epoch + 1}/{run.epochs}", unit="block",
+                   disable=not progress or rank != 0, leave=False)
+        for block in bar:
+            block = block.to(device, non_blocking=True)
+            considered = int(_all_reduce_sum(torch.tensor(len(block), device=device), world_size))
+            batches, telemetry = selector.select(model, block, local_batch, step=counters.step)
+            counters.samples_considered += considered
+            for batch in batches:
+                loss, pixels, seen = _optimizer_step(net, optimizer, batch, weights, run, bf16, device, world_size)
+                counters.step += 1
+                counters.samples_seen += seen
+                counters.pixels_seen += pixels
+                tracker.log("steps", {**counters.as_dict(), "epoch": epoch},
+                            {"loss": loss, "lr": optimizer.param_groups[0]["lr"], **telemetry})
+                telemetry = {}
+            bar.set_postfix(loss=f"{loss:.3f}")
+        counters.epoch = epoch + 1
+
+        if counters.epoch % run.val_every == 0 or counters.epoch == run.epochs:
+            full, crop5, val_loss = confusion(model, val_loader, label_set.n_classes, device, bf16, weights)
+            metrics = headline(full, crop5) | {"loss": val_loss, "lr": optimizer.param_groups[0]["lr"]}
+            metrics |= selector.epoch_telemetry()
+            history.append({"epoch": counters.epoch, **metrics})
+            tracker.log("val", counters.as_dict(), metrics)
+            if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                scheduler.step(metrics["weighted_f1"])
+            if not best or metrics["weighted_f1"] > best["weighted_f1"]:
+                best, best_epoch = metrics, counters.epoch
+                if rank == 0:
+                    save_atomic(model_file(model, arch=params.model.arch, model_config=model.config,
+                                           label_set=label_set.to_dict(), loader=loader_cfg.model_dump(),
+                                           metrics=best, epoch=best_epoch), best_path)
+        if not isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            scheduler.step()
+        if rank == 0:
+            save_atomic({"digest": digest, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                         "scheduler": scheduler.state_dict(), "counters": counters.as_dict(), "best": best,
+                         "best_epoch": best_epoch, "history": history}, last_path)
+        tracker.flush()
+
+    # ---- the final outputs: the best model, and its metrics as the run's summary
+    if rank == 0:
+        paths.model_out.parent.mkdir(parents=True, exist_ok=True)
+        save_atomic(torch.load(best_path, weights_only=True), paths.model_out)
+        tracker.summary({f"best/{k}": v for k, v in best.items()} | {"best/epoch": best_epoch})
+        tracker.log_model(paths.model_out, f"{stage}-model")
+    tracker.close()
+    if world_size > 1:
+        dist.barrier()
+    return TrainResult(best, best_epoch, counters, time.perf_counter() - started, resumed_from, history)
+
+
+def _optimizer_step(net: torch.nn.Module, optimizer: torch.optim.Optimizer, batch, weights: torch.Tensor, run: Run,
+                    bf16: bool, device: torch.device, world_size: int) -> tuple[float, int, int]:
+    """One optimiser step on ``batch`` in micro-batches; returns (loss, labelled pixels, samples), job-wide."""
+    optimizer.zero_grad(set_to_none=True)
+    # normalise by the whole (all-rank) batch's pixel weight: accumulation and DDP give one big batch's gradient
+    totals = torch.stack([weights[batch.y].sum(), (batch.y > 0).sum().float(), torch.tensor(float(len(batch)),
+                                                                                             device=device)])
+    total_weight, pixels, samples = _all_reduce_sum(totals, world_size).tolist()
+    scale = world_size / max(total_weight, 1e-12)  # DDP averages gradients over ranks
+    loss_sum = torch.zeros((), device=device)
+    micro_batches = range(0, len(batch), run.physical_batch_size)
+    for i, start in enumerate(micro_batches):
+        micro = batch.take(slice(start, start + run.physical_batch_size))
+        sync = i == len(micro_batches) - 1 or not hasattr(net, "no_sync")
+        with (contextlib.nullcontext() if sync else net.no_sync()), autocast(bf16, device):
+            weighted, _ = parcel_nll(net(micro.x), micro.y, weights)
+            (weighted.sum() * scale).backward()
+        loss_sum += weighted.sum().detach()
+    if run.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(net.parameters(), run.grad_clip)
+    optimizer.step()
+    loss = float(_all_reduce_sum(loss_sum, world_size)) / max(total_weight, 1e-12)
+    return loss, int(pixels), int(samples)
+
+
+def _truth_for(dataset: SubPatchDataset, truth_path: Path | None) -> dict[str, Any] | None:
+    """Noisy / labelled pixels per training sample from the synthetic truth table, when there is one."""
+    if truth_path is None or not truth_path.exists():
+        return None
+    from .selection import truth_per_sample
+
+    return truth_per_sample(dataset, truth_path)

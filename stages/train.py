@@ -1,0 +1,48 @@
+"""DVC stages train_holdout and train: one training code path, two params sections.
+
+    python stages/train.py holdout   # the RHO-Loss irreducible-loss model, trained on data/split/holdout/
+    python stages/train.py train     # the target model, trained with the configured selection method
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+from cropseg.params import ParamsError, load_params
+from cropseg.train import RunPaths, train
+
+DEFAULTS = {
+    "holdout": dict(split="data/split/holdout", model="models/holdout.pt", metrics="metrics/holdout"),
+    "train": dict(split="data/split", model="models/model.pt", metrics="metrics/train"),
+}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("stage", choices=sorted(DEFAULTS), help="which run: params section and default paths")
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--medians", default="data/medians")
+    parser.add_argument("--split", help="folder with train.txt / val.txt (default per stage)")
+    parser.add_argument("--model", help="model file to write (default per stage)")
+    parser.add_argument("--metrics", help="DVCLive folder (default per stage)")
+    parser.add_argument("--checkpoints", default=".cache/checkpoints", help="resume checkpoints, outside DVC outputs")
+    parser.add_argument("--irreducible", default="data/irreducible_loss", help="stored holdout losses (train only)")
+    parser.add_argument("--truth", default="data/netcdf/truth/truth.csv", help="synthetic truth table, if any")
+    args = parser.parse_args()
+    defaults = DEFAULTS[args.stage]
+    try:
+        params = load_params(args.params)
+    except ParamsError as error:
+        print(f"{args.stage}: error: {error}", file=sys.stderr)
+        return 1
+    paths = RunPaths(split_dir=Path(args.split or defaults["split"]), model_out=Path(args.model or defaults["model"]),
+                     metrics_dir=Path(args.metrics or defaults["metrics"]),
+                     checkpoint_dir=Path(args.checkpoints) / args.stage, medians=Path(args.medians),
+                     irreducible=Path(args.irreducible) if args.stage == "train" else None, truth=Path(args.truth))
+    result = train(params, args.stage, paths)
+    print(result.line(args.stage))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
