@@ -92,7 +92,6 @@ class Tracker:
             self.steps.truncate_after(resume_step)
             self.val.truncate_after(resume_step)
             self._truncate_live_plots(resume_step)
-        self.live.log_params(_flatten(config.get("params", {})))
         self.wandb = _start_wandb(wandb_mode, project, stage, config, self.dir)
 
     def _truncate_live_plots(self, step: int) -> None:
