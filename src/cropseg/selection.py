@@ -71,7 +71,7 @@ def top_k(scores: torch.Tensor, k: int) -> torch.Tensor:
     NaN counts as -inf; ties are broken towards the earlier position (a stable sort), so the
     choice is deterministic.
     """
-    clean = torch.nan_to_num(scores.double().cpu(), nan=-np.inf)
+    clean = torch.nan_to_num(scores.double().cpu(), nan=-np.inf, posinf=np.inf, neginf=-np.inf)
     order = np.argsort(-clean.numpy(), kind="stable")[:k]
     return torch.from_numpy(np.sort(order))
 

@@ -1,0 +1,250 @@
+"""The training loop on tiny real data: determinism, resume after kill -9, stale checkpoints,
+weights-only model files, gradient accumulation, DDP with gloo, and the loader contract."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from cropseg.checkpoint import load_model
+from cropseg.dataset import BlockSampler, SubPatchDataset, read_split_list
+from cropseg.fetch import fetch_s4a
+from cropseg.labels import load_label_set
+from cropseg.medians import run_medians
+from cropseg.params import Medians, parse_params
+from cropseg.train import RunPaths, train
+
+from conftest import tiny_data
+
+REPO = Path(__file__).resolve().parents[1]
+LABELS = REPO / "configs" / "labels"
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory) -> Path:
+    """data/medians and data/split of 6 tiny synthetic patches (122 px: 2 x 2 sub-patches each)."""
+    root = tmp_path_factory.mktemp("train")
+    fetch_s4a(tiny_data(patches=6, patch_size=122, acquisitions=14, label_noise=0.2), root / "netcdf", workers=1)
+    run_medians(root / "netcdf", root / "medians", Medians(workers=1), progress=False)
+    patches = sorted(p.relative_to(root / "netcdf").as_posix() for p in (root / "netcdf").rglob("*.nc"))
+    split = root / "split"
+    split.mkdir()
+    (split / "train.txt").write_text("\n".join(patches[:4]) + "\n")
+    (split / "val.txt").write_text("\n".join(patches[4:]) + "\n")
+    return root
+
+
+def _params(**overrides) -> object:
+    run = {"epochs": 3, "batch_size": 4, "physical_batch_size": 4, "precision": "32", "lr": 0.01}
+    run.update(overrides.pop("run", {}))
+    raw = {"model": {"arch": "unet", "width": 4, "depth": 2}, "train": run, "holdout": run,
+           "tracking": {"wandb": "disabled"}, "loader": {"months": [3, 10]}}
+    raw.update(overrides)
+    return parse_params(raw)
+
+
+def _paths(workspace: Path, out: Path) -> RunPaths:
+    return RunPaths(split_dir=workspace / "split", model_out=out / "model.pt", metrics_dir=out / "metrics",
+                    checkpoint_dir=out / "checkpoints", medians=workspace / "medians", labels_dir=LABELS,
+                    truth=workspace / "netcdf" / "truth" / "truth.csv", lock=out / "dvc.lock")
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, weights_only=True)["state_dict"]
+
+
+def test_training_is_deterministic_and_logs_counters(workspace, tmp_path):
+    a = train(_params(), "train", _paths(workspace, tmp_path / "a"), progress=False)
+    b = train(_params(), "train", _paths(workspace, tmp_path / "b"), progress=False)
+    assert a.history == b.history
+    for name, tensor in _weights(tmp_path / "a" / "model.pt").items():
+        assert torch.equal(tensor, _weights(tmp_path / "b" / "model.pt")[name]), name
+    samples = len(SubPatchDataset(workspace / "medians", read_split_list(workspace / "split" / "train.txt"),
+                                  load_label_set("s4a11", LABELS), months=[3, 10], normalize=1e4, skip_empty=True))
+    assert a.counters.samples_seen == a.counters.samples_considered == 3 * samples
+    assert a.counters.step == 3 * -(-samples // 4)
+    metrics = json.loads((tmp_path / "a" / "metrics" / "metrics.json").read_text())
+    assert metrics["samples_seen"] == 3 * samples
+    assert metrics["best"]["weighted_f1"] == pytest.approx(a.best["weighted_f1"])
+    steps = (tmp_path / "a" / "metrics" / "steps.csv").read_text().splitlines()
+    assert steps[0].startswith("step,epoch,samples_seen,samples_considered,pixels_seen,loss")
+    assert len(steps) == 1 + a.counters.step
+    # the synthetic truth is matched to the samples: noise share in (0, 1) with label_noise 0.2
+    assert "noisy_share_block" in steps[0]
+
+
+def test_gradient_accumulation_matches_one_big_batch(workspace, tmp_path):
+    """ConvSTAR (no BatchNorm): 4 micro-batches of 1 give the weights of 1 batch of 4."""
+    model = {"arch": "convstar", "width": 4, "depth": 1}
+    whole = train(_params(model=model, run={"epochs": 1}), "train", _paths(workspace, tmp_path / "whole"), progress=False)
+    micro = train(_params(model=model, run={"epochs": 1, "physical_batch_size": 1}), "train",
+                  _paths(workspace, tmp_path / "micro"), progress=False)
+    assert whole.counters.step == micro.counters.step
+    for name, tensor in _weights(tmp_path / "whole" / "model.pt").items():
+        torch.testing.assert_close(_weights(tmp_path / "micro" / "model.pt")[name], tensor, rtol=1e-4, atol=1e-5)
+
+
+def test_model_file_loads_weights_only_and_predicts(workspace, tmp_path):
+    train(_params(run={"epochs": 1}), "train", _paths(workspace, tmp_path), progress=False)
+    content = torch.load(tmp_path / "model.pt", weights_only=True)
+    assert content["labels"]["name"] == "s4a11" and content["loader"]["months"] == [3, 10]
+    model, _ = load_model(tmp_path / "model.pt")
+    dataset = SubPatchDataset(workspace / "medians", read_split_list(workspace / "split" / "val.txt"),
+                              load_label_set("s4a11", LABELS), months=[3, 10], normalize=1e4, skip_empty=True)
+    batch = dataset[[0, 1]]
+    with torch.no_grad():
+        log_probs = model(batch.x)
+    assert log_probs.shape == (2, 12, 61, 61)
+    torch.testing.assert_close(log_probs.exp().sum(1), torch.ones(2, 61, 61), rtol=1e-4, atol=1e-4)
+
+
+def _stage_script(workspace: Path, out: Path, params: dict) -> list[str]:
+    (out / "params.yaml").write_text(yaml.safe_dump(params))
+    return [sys.executable, str(REPO / "stages" / "train.py"), "train", "--params", str(out / "params.yaml"),
+            "--medians", str(workspace / "medians"), "--split", str(workspace / "split"),
+            "--model", str(out / "model.pt"), "--metrics", str(out / "metrics"),
+            "--checkpoints", str(out / "checkpoints"), "--truth", str(workspace / "netcdf" / "truth" / "truth.csv")]
+
+
+def test_resume_after_kill_ends_with_the_same_metrics(workspace, tmp_path):
+    raw = {"model": {"arch": "unet", "width": 4, "depth": 2}, "tracking": {"wandb": "disabled"},
+           "loader": {"months": [3, 10]},
+           "train": {"epochs": 6, "batch_size": 2, "physical_batch_size": 2, "precision": "32", "lr": 0.01}}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    reference = tmp_path / "reference"
+    reference.mkdir()
+    subprocess.run(_stage_script(workspace, reference, raw), check=True, env=env, cwd=REPO, capture_output=True)
+
+    killed = tmp_path / "killed"
+    killed.mkdir()
+    command = _stage_script(workspace, killed, raw)
+    process = subprocess.Popen(command, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    checkpoint = killed / "checkpoints" / "train" / "last.pt"
+    deadline = time.time() + 120
+    while not checkpoint.exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)  # kill -9 during the epoch after the first checkpoint
+    process.wait()
+    assert process.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert not (killed / "model.pt").exists()
+
+    resumed = subprocess.run(command, check=True, env=env, cwd=REPO, capture_output=True, text=True)
+    assert "resuming after epoch" in resumed.stdout
+    final = json.loads((killed / "metrics" / "metrics.json").read_text())
+    expected = json.loads((reference / "metrics" / "metrics.json").read_text())
+    assert final["best"] == expected["best"]
+    assert final["val"] == expected["val"]
+    assert final["samples_seen"] == expected["samples_seen"]
+    for name, tensor in _weights(reference / "model.pt").items():
+        assert torch.equal(tensor, _weights(killed / "model.pt")[name]), name
+    # the curves hold each step once, as in the uninterrupted run
+    assert (killed / "metrics" / "val.csv").read_text() == (reference / "metrics" / "val.csv").read_text()
+    assert (killed / "metrics" / "steps.csv").read_text() == (reference / "metrics" / "steps.csv").read_text()
+
+
+def test_a_changed_config_never_resumes_a_stale_checkpoint(workspace, tmp_path):
+    paths = _paths(workspace, tmp_path)
+    first = train(_params(run={"epochs": 1}), "train", paths, progress=False)
+    assert first.resumed_from is None
+    again = train(_params(run={"epochs": 2}), "train", paths, progress=False)
+    assert again.resumed_from is None  # epochs changed: a different run
+    same = train(_params(run={"epochs": 2}), "train", paths, progress=False)
+    assert same.resumed_from == 2 and same.history == again.history
+
+
+def _ddp_worker(rank: int, world_size: int, port: int, workspace: str, out: str) -> None:
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    params = _params(model={"arch": "convstar", "width": 4, "depth": 1}, run={"epochs": 2})
+    train(params, "train", _paths(Path(workspace), Path(out)), progress=False)
+    torch.distributed.destroy_process_group()
+
+
+def test_ddp_with_gloo_matches_one_process(workspace, tmp_path):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    mp.spawn(_ddp_worker, args=(2, port, str(workspace), str(tmp_path / "ddp")), nprocs=2, join=True)
+    single = train(_params(model={"arch": "convstar", "width": 4, "depth": 1}, run={"epochs": 2}), "train",
+                   _paths(workspace, tmp_path / "single"), progress=False)
+    ddp_steps = np.genfromtxt(tmp_path / "ddp" / "metrics" / "steps.csv", delimiter=",", names=True)
+    one_steps = np.genfromtxt(tmp_path / "single" / "metrics" / "steps.csv", delimiter=",", names=True)
+    np.testing.assert_array_equal(ddp_steps["samples_seen"], one_steps["samples_seen"])
+    np.testing.assert_allclose(ddp_steps["loss"], one_steps["loss"], rtol=1e-4)
+    ddp = json.loads((tmp_path / "ddp" / "metrics" / "metrics.json").read_text())
+    assert ddp["val"]["weighted_f1"] == pytest.approx(single.history[-1]["weighted_f1"], abs=1e-6)
+
+
+def test_block_sampler_is_seeded_per_epoch_and_splits_blocks_across_ranks():
+    sampler = BlockSampler(10, 4, seed=3)
+    sampler.set_epoch(0)
+    first = list(sampler)
+    sampler.set_epoch(1)
+    second = list(sampler)
+    assert [len(b) for b in first] == [4, 4, 2]
+    assert sorted(sum(first, [])) == list(range(10)) and first != second
+    sampler.set_epoch(0)
+    assert list(sampler) == first
+    ranks = [BlockSampler(10, 4, seed=3, rank=r, world_size=2) for r in (0, 1)]
+    for r in ranks:
+        r.set_epoch(0)
+    for block, a, b in zip(first, *ranks):
+        assert sorted(a + b) == sorted(block)
+
+
+def test_dataset_indices_map_to_sub_patches(workspace):
+    labels = load_label_set("s4a11", LABELS)
+    split = read_split_list(workspace / "split" / "train.txt")
+    dataset = SubPatchDataset(workspace / "medians", split, labels, months=[4, 9], normalize=1e4, skip_empty=False)
+    assert len(dataset) == 4 * 4 and dataset.months == 6 and dataset.bands == 4
+    batch = dataset[[5, 0]]
+    assert batch.index.tolist() == [5, 0]
+    images = np.load(workspace / "medians" / split[1].replace(".nc", ".npy"))
+    codes = np.load(workspace / "medians" / split[1].replace(".nc", ".labels.npy"))
+    # global index 5 = second patch, sub-patch (0, 1)
+    np.testing.assert_allclose(batch.x[0].numpy(), images[0, 1, 3:9] / 1e4, rtol=1e-6)
+    np.testing.assert_array_equal(batch.y[0].numpy(), labels.map(codes[0, 1]))
+
+
+def test_stored_irreducible_loss_equals_a_fresh_forward_of_the_holdout_model(workspace, tmp_path):
+    from cropseg.irreducible import run_irreducible
+    from cropseg.loss import class_weights, parcel_nll
+
+    holdout = tmp_path / "holdout_split"
+    holdout.mkdir()
+    (holdout / "train.txt").write_text((workspace / "split" / "val.txt").read_text())
+    (holdout / "val.txt").write_text((workspace / "split" / "train.txt").read_text())
+    paths = _paths(workspace, tmp_path)
+    paths.split_dir, paths.model_out = holdout, tmp_path / "holdout.pt"
+    params = _params(run={"epochs": 1})
+    train(params, "holdout", paths, progress=False)
+    summary = run_irreducible(params, holdout_model=tmp_path / "holdout.pt", medians=workspace / "medians",
+                              split_dir=workspace / "split", out=tmp_path / "il", progress=False)
+    stored = np.load(tmp_path / "il" / "losses.npy")
+    assert stored.shape == (16,) and summary.samples == 16
+
+    labels = load_label_set("s4a11", LABELS)
+    split = read_split_list(workspace / "split" / "train.txt")
+    every = SubPatchDataset(workspace / "medians", split, labels, months=[3, 10], normalize=1e4, skip_empty=False)
+    counts = SubPatchDataset(workspace / "medians", split, labels, months=[3, 10], normalize=1e4,
+                             skip_empty=True).class_pixel_counts()
+    model, _ = load_model(tmp_path / "holdout.pt")
+    batch = every[list(range(len(every)))]
+    with torch.no_grad():
+        weighted, weight = parcel_nll(model(batch.x), batch.y, class_weights(counts, 0.1))
+    fresh = torch.where(weight > 0, weighted / weight.clamp_min(1e-12), torch.inf).numpy()
+    np.testing.assert_allclose(stored[batch.index.numpy()], fresh, rtol=1e-5)
+    assert np.isinf(stored).sum() == summary.without_parcels == (weight == 0).sum().item()
