@@ -248,3 +248,21 @@ def test_stored_irreducible_loss_equals_a_fresh_forward_of_the_holdout_model(wor
     fresh = torch.where(weight > 0, weighted / weight.clamp_min(1e-12), torch.inf).numpy()
     np.testing.assert_allclose(stored[batch.index.numpy()], fresh, rtol=1e-5)
     assert np.isinf(stored).sum() == summary.without_parcels == (weight == 0).sum().item()
+
+
+def test_wandb_offline_mirror_has_config_and_model_artifact(workspace, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb_dir"))
+    monkeypatch.setenv("DVC_EXP_NAME", "exp-test")
+    lock = tmp_path / "out" / "dvc.lock"
+    lock.parent.mkdir()
+    lock.write_text(yaml.safe_dump({"stages": {"train": {"deps": [{"path": "data/medians", "md5": "abc.dir"}]}}}))
+    params = _params(run={"epochs": 1}, tracking={"wandb": "offline"})
+    train(params, "train", _paths(workspace, tmp_path / "out"), progress=False)
+    runs = list((tmp_path / "wandb_dir" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    # offline runs keep config, name and artifacts in the run's record file, synced later
+    records = (runs[0] / f"run-{runs[0].name.split('-')[-1]}.wandb").read_bytes()
+    for expected in (b"dvc_inputs", b"abc.dir", b"git_revision", b"class_weights_weight", b"exp-test",
+                     b"train-model"):
+        assert expected in records, expected

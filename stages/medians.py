@@ -1,0 +1,32 @@
+"""DVC stage medians: per-period band medians of every patch, cut into sub-patches, into data/medians/."""
+
+import argparse
+import sys
+
+from cropseg.medians import MediansError, run_medians
+from cropseg.params import ParamsError, load_params
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--netcdf", default="data/netcdf", help="S4A folder with index.csv (fetch_s4a output)")
+    parser.add_argument("--out", default="data/medians", help="output folder, replaced atomically")
+    parser.add_argument("--params", default="params.yaml", help="params file (section 'medians')")
+    parser.add_argument("--workers", type=int, default=None, help="override medians.workers")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = parser.parse_args()
+    try:
+        params = load_params(args.params).medians
+        if args.workers is not None:
+            params = params.model_copy(update={"workers": max(1, args.workers)})
+        summary = run_medians(args.netcdf, args.out, params, progress=not args.no_progress)
+    except (ParamsError, MediansError) as error:
+        print(f"medians: error: {error}", file=sys.stderr)
+        return 1
+    print(summary.line())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
