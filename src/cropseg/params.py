@@ -118,11 +118,177 @@ class Dem(Section):
     copernicus: CopernicusDem = Field(default_factory=CopernicusDem)
 
 
+class Split(Section):
+    """The ``split`` stage: train/val/test from a rules preset or COCO files (see cropseg.split)."""
+
+    rules: str = Field("random_80_10_10", pattern=r"^[A-Za-z0-9_.-]+$",
+                       description="preset configs/split_rules/NAME.yaml")
+    coco: str | None = Field(None, description="read PREFIX_{train,val,test}.json instead of the rules")
+    drop_duplicates: list[Literal["train", "val", "test"]] = Field(
+        default_factory=list, description="COCO: remove a patch found in several splits from these, in order")
+    seed: int = Field(0, ge=0, description="every random draw of the split derives from it")
+    shuffle: bool = Field(False, description="write the lists in a seeded random order instead of sorted")
+    subset_fractions: dict[Literal["train", "val", "test"], float] = Field(
+        default_factory=dict, description="keep a seeded sample of a split, e.g. {train: 0.2}")
+    limit_patches: int | None = Field(None, ge=1, description="a seeded sample of at most this many patches")
+    workers: int | None = Field(None, ge=1, le=256, description="processes for the per-patch table; null = CPUs (max 8)")
+
+    @field_validator("drop_duplicates")
+    @classmethod
+    def _unique(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"a split listed twice: {value}")
+        return value
+
+    @field_validator("subset_fractions")
+    @classmethod
+    def _fractions(cls, value: dict[str, float]) -> dict[str, float]:
+        bad = {k: v for k, v in value.items() if not 0 < v <= 1}
+        if bad:
+            raise ValueError(f"fractions must be in (0, 1], bad: {bad}")
+        return value
+
+
+class Medians(Section):
+    """The ``medians`` stage: per-period medians of each band, cut into sub-patches (``data/medians``)."""
+
+    bands: list[str] = Field(default_factory=lambda: ["B02", "B03", "B04", "B08"],
+                             description="S4A bands to keep, in this order (20 m / 60 m bands are repeated to 10 m)")
+    freq: str = Field("1MS", description="pandas offset alias of the periods (1MS = calendar months)")
+    window: int = Field(61, ge=1, description="sub-patch side in 10 m pixels; must divide the patch size")
+    dtype: Literal["float32", "uint16"] = Field(
+        "float32", description="float32: exact medians; uint16: rounded to whole DN (half the bytes)")
+    scheduler: Literal["processes", "dask"] = "processes"
+    workers: int = Field(2, ge=1, le=256, description="processes (or local Dask workers)")
+
+    @field_validator("bands")
+    @classmethod
+    def _bands(cls, value: list[str]) -> list[str]:
+        from .s4a import BANDS
+
+        unknown = [b for b in value if b not in BANDS]
+        if unknown or not value:
+            raise ValueError(f"expected a non-empty list of S4A bands from {sorted(BANDS)}, bad: {unknown or value}")
+        if len(set(value)) != len(value):
+            raise ValueError(f"bands listed twice: {sorted({b for b in value if value.count(b) > 1})}")
+        return value
+
+    @field_validator("freq")
+    @classmethod
+    def _freq(cls, value: str) -> str:
+        import pandas as pd
+
+        try:
+            counts = [len(pd.date_range(f"{y}-01-01", f"{y + 1}-01-01", freq=value)) - 1 for y in (2019, 2020)]
+        except (ValueError, TypeError) as error:
+            raise ValueError(f"not a pandas offset alias such as '1MS', 'SMS', '10D': {error}") from None
+        if min(counts) < 2:
+            raise ValueError(f"{value!r} gives fewer than 2 periods per year; at least 2 are needed")
+        return value
+
+
+class Model(Section):
+    """The network (``cropseg.models`` registry)."""
+
+    arch: Literal["unet", "convstar"] = "unet"
+    width: int = Field(16, ge=1, le=1024, description="channels of the first level / recurrent layers")
+    depth: int = Field(3, ge=1, le=6, description="U-Net down-samplings / ConvSTAR layers")
+
+
+class Loader(Section):
+    """How sub-patches are read from ``data/medians`` into tensors."""
+
+    months: list[int] = Field(default_factory=lambda: [4, 9], description="first and last month, 1-indexed, inclusive")
+    normalize: float = Field(10000.0, gt=0, description="reflectance scale: inputs are divided by it")
+    skip_empty: bool = Field(True, description="drop sub-patches without any labelled parcel pixel")
+    workers: int = Field(0, ge=0, le=64, description="DataLoader worker processes (0: in the main process)")
+
+    @field_validator("months")
+    @classmethod
+    def _months(cls, value: list[int]) -> list[int]:
+        if len(value) != 2 or not 1 <= value[0] <= value[1] <= 12:
+            raise ValueError(f"expected [first, last] with 1 <= first <= last <= 12, got {value}")
+        return value
+
+
+class Loss(Section):
+    """NLL over parcel pixels with class weights from the training split's pixel counts."""
+
+    weighted: bool = True
+    class_weights_weight: float = Field(0.1, ge=0.0, le=1.0, description="0: uniform .. 1: inverse frequency")
+
+
+class Run(Section):
+    """One training run (the ``holdout`` and ``train`` sections share this schema)."""
+
+    seed: int = Field(0, ge=0)
+    epochs: int = Field(20, ge=1, le=100_000, description="passes over the training data considered")
+    lr: float = Field(0.003, gt=0, le=10)
+    weight_decay: float = Field(0.0, ge=0)
+    batch_size: int = Field(16, ge=1, description="samples per optimiser step")
+    physical_batch_size: int = Field(16, ge=1, description="samples per forward/backward (gradient accumulation)")
+    precision: Literal["auto", "32", "bf16"] = Field("auto", description="auto: bf16 autocast where supported")
+    grad_clip: float = Field(1.0, ge=0, description="max gradient norm; 0 disables clipping")
+    val_every: int = Field(1, ge=1, description="validate every N epochs (and after the last)")
+    plateau_patience: int = Field(3, ge=0, description="U-Net: ReduceLROnPlateau patience (epochs validated)")
+    plateau_factor: float = Field(0.5, gt=0, lt=1)
+    step_size: int = Field(10, ge=1, description="ConvSTAR: StepLR period in epochs")
+    step_gamma: float = Field(0.5, gt=0, le=1)
+    deterministic: bool = Field(True, description="deterministic kernels and seeded everything (same metrics on CPU)")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _precision(cls, value: object) -> object:
+        return str(value) if value == 32 else value
+
+    @model_validator(mode="after")
+    def _accumulation(self) -> "Run":
+        if self.batch_size % self.physical_batch_size:
+            raise ValueError(f"batch_size {self.batch_size} is not a multiple of physical_batch_size "
+                             f"{self.physical_batch_size}")
+        return self
+
+
+class Selection(Section):
+    """Which samples of each block the target model trains on (``cropseg.selection``)."""
+
+    method: str = Field("uniform", description="uniform | random | loss | margin | irreducible | rho_loss, "
+                                               "or a weighted sum such as '1.0*loss - 0.5*irreducible'")
+    block_size: int = Field(1, ge=1, le=1000, description="samples considered per sample kept (1: no selection)")
+    n_batches_per_block: int = Field(1, ge=1, le=1000, description="optimiser steps per selected block")
+
+    @field_validator("method")
+    @classmethod
+    def _method(cls, value: str) -> str:
+        from .selection import parse_method  # the grammar lives beside the scores it names
+
+        parse_method(value)
+        return value
+
+
+class Tracking(Section):
+    """Experiment tracking beside DVCLive."""
+
+    wandb: Literal["offline", "online", "disabled"] = Field("offline", description="online needs WANDB_API_KEY")
+    project: str = "cropseg"
+
+
 class Params(Section):
     """The whole params.yaml. Sections of stages not built yet are not accepted."""
 
     data: Data = Field(default_factory=Data)
     dem: Dem = Field(default_factory=Dem)
+    split: Split = Field(default_factory=Split)
+    labels: str = Field("s4a11", description="label set: configs/labels/NAME.yaml")
+    model: Model = Field(default_factory=Model)
+    loader: Loader = Field(default_factory=Loader)
+    loss: Loss = Field(default_factory=Loss)
+    holdout: Run = Field(default_factory=Run)
+    train: Run = Field(default_factory=Run)
+    selection: Selection = Field(default_factory=Selection)
+    tracking: Tracking = Field(default_factory=Tracking)
+    medians: Medians = Field(default_factory=Medians)
 
 
 def _format_errors(error: ValidationError, source: str) -> str:

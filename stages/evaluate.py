@@ -1,0 +1,51 @@
+"""DVC stage evaluate: the trained model on the test split -> metrics/evaluate/.
+
+    python stages/evaluate.py            # models/model.pt on data/split/test.txt
+
+Writes metrics.json (DVC metrics), per_class.csv, confusion.csv / confusion_matrix.csv,
+patch_scores.csv, confusion.png, per_class_f1.png, previews.png and report.md; the folder is
+replaced atomically. Device and precision follow params `train.device` / `train.precision`,
+the loader workers `loader.workers`; months and normalisation come from the model file.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+from cropseg.dataset import DatasetError
+from cropseg.evaluate import EvaluateError, EvaluatePaths, evaluate
+from cropseg.labels import LabelSetError
+from cropseg.params import ParamsError, load_params
+
+DEFAULTS = EvaluatePaths()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--model", default=str(DEFAULTS.model), help="model file (default: %(default)s)")
+    parser.add_argument("--medians", default=str(DEFAULTS.medians), help="medians store (default: %(default)s)")
+    parser.add_argument("--split", default=str(DEFAULTS.split), help="split list to evaluate (default: %(default)s)")
+    parser.add_argument("--patches", default=str(DEFAULTS.patches), help="per-patch table (default: %(default)s)")
+    parser.add_argument("--clean", default=str(DEFAULTS.clean),
+                        help="synthetic clean label maps, used when present (default: %(default)s)")
+    parser.add_argument("--out", default=str(DEFAULTS.out), help="output folder (default: %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=16, help="sub-patches per forward pass (default: 16)")
+    parser.add_argument("--previews", type=int, default=4, help="test patches drawn in previews.png (default: 4)")
+    args = parser.parse_args()
+    try:
+        params = load_params(args.params)
+        result = evaluate(EvaluatePaths(model=Path(args.model), medians=Path(args.medians), split=Path(args.split),
+                                        patches=Path(args.patches), clean=Path(args.clean), out=Path(args.out)),
+                          label_set_name=params.labels, device=params.train.device,
+                          precision=params.train.precision, batch_size=args.batch_size,
+                          workers=params.loader.workers, previews=args.previews)
+    except (ParamsError, EvaluateError, DatasetError, LabelSetError, FileNotFoundError) as error:
+        print(f"evaluate: error: {error}", file=sys.stderr)
+        return 1
+    print(result.line())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
