@@ -70,7 +70,7 @@ def test_float32_under_bf16_autocast():
 
 def test_accumulation_equals_one_big_batch():
     torch.manual_seed(0)
-    model = build_model("convstar", bands=2, months=3, n_classes=4, width=4, depth=1)  # no BatchNorm
+    model = build_model("convstar", bands=2, months=3, n_classes=4, width=4, depth=1)
     x = torch.randn(6, 3, 2, 8, 8)
     target = torch.randint(0, 4, (6, 8, 8))
     target[2] = 0  # a sample without parcel pixels

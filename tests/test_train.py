@@ -26,6 +26,7 @@ from conftest import tiny_data
 
 REPO = Path(__file__).resolve().parents[1]
 LABELS = REPO / "configs" / "labels"
+UNIFORM = {"method": "uniform", "block_size": 1}
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +47,7 @@ def _params(**overrides) -> object:
     run = {"epochs": 3, "batch_size": 4, "physical_batch_size": 4, "precision": "32", "lr": 0.01}
     run.update(overrides.pop("run", {}))
     raw = {"model": {"arch": "unet", "width": 4, "depth": 2}, "train": run, "holdout": run,
-           "tracking": {"wandb": "disabled"}, "loader": {"months": [3, 10]}}
+           "tracking": {"wandb": "disabled"}, "loader": {"months": [3, 10]}, "selection": UNIFORM}
     raw.update(overrides)
     return parse_params(raw)
 
@@ -116,7 +117,7 @@ def _stage_script(workspace: Path, out: Path, params: dict) -> list[str]:
 
 def test_resume_after_kill_ends_with_the_same_metrics(workspace, tmp_path):
     raw = {"model": {"arch": "unet", "width": 4, "depth": 2}, "tracking": {"wandb": "disabled"},
-           "loader": {"months": [3, 10]},
+           "loader": {"months": [3, 10]}, "selection": UNIFORM,
            "train": {"epochs": 6, "batch_size": 2, "physical_batch_size": 2, "precision": "32", "lr": 0.01}}
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     reference = tmp_path / "reference"
@@ -248,6 +249,16 @@ def test_stored_irreducible_loss_equals_a_fresh_forward_of_the_holdout_model(wor
     fresh = torch.where(weight > 0, weighted / weight.clamp_min(1e-12), torch.inf).numpy()
     np.testing.assert_allclose(stored[batch.index.numpy()], fresh, rtol=1e-5)
     assert np.isinf(stored).sum() == summary.without_parcels == (weight == 0).sum().item()
+    # the target model trains with rho_loss on those stored losses: half the samples considered are seen
+    paths = _paths(workspace, tmp_path / "rho")
+    paths.irreducible = tmp_path / "il"
+    rho = train(_params(run={"epochs": 2}, selection={"method": "rho_loss", "block_size": 2}), "train", paths,
+                progress=False)
+    considered = 2 * (16 - summary.without_parcels)
+    assert rho.counters.samples_considered == considered
+    assert rho.counters.samples_seen == sum(max(1, round(len(b) / 2)) for b in _blocks(considered // 2, 8))
+    assert "score_selected" in (tmp_path / "rho" / "metrics" / "steps.csv").read_text().splitlines()[0]
+
 
 
 def test_wandb_offline_mirror_has_config_and_model_artifact(workspace, tmp_path, monkeypatch):
@@ -266,3 +277,7 @@ def test_wandb_offline_mirror_has_config_and_model_artifact(workspace, tmp_path,
     for expected in (b"dvc_inputs", b"abc.dir", b"git_revision", b"class_weights_weight", b"exp-test",
                      b"train-model"):
         assert expected in records, expected
+
+
+def _blocks(n: int, block: int) -> list[range]:
+    return [range(start, min(n, start + block)) for start in range(0, n, block)] * 2

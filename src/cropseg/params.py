@@ -253,9 +253,9 @@ class Run(Section):
 class Selection(Section):
     """Which samples of each block the target model trains on (``cropseg.selection``)."""
 
-    method: str = Field("uniform", description="uniform | random | loss | margin | irreducible | rho_loss, "
+    method: str = Field("rho_loss", description="uniform | random | loss | margin | irreducible | rho_loss, "
                                                "or a weighted sum such as '1.0*loss - 0.5*irreducible'")
-    block_size: int = Field(1, ge=1, le=1000, description="samples considered per sample kept (1: no selection)")
+    block_size: int = Field(2, ge=1, le=1000, description="samples considered per sample kept (1: no selection)")
     n_batches_per_block: int = Field(1, ge=1, le=1000, description="optimiser steps per selected block")
 
     @field_validator("method")

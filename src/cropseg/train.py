@@ -116,6 +116,15 @@ def _file_digest(path: Path | None) -> str | None:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def _code_digest() -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        digest.update(path.name.encode() + path.read_bytes())
+    return digest.hexdigest()
+
+
 def _scheduler(optimizer: torch.optim.Optimizer, arch: str, run: Run):
     if arch == "unet":
         return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", patience=run.plateau_patience,
@@ -188,6 +197,7 @@ def train(params: Params, stage: str, paths: RunPaths, *, progress: bool = True)
                    "labels": _file_digest(paths.labels_dir / f"{params.labels}.yaml"),
                    "irreducible": _file_digest(paths.irreducible / "losses.npy") if paths.irreducible else None},
         "world_size": world_size,
+        "code": _code_digest(),  # a checkpoint of other code (another model, loss or loop) is stale too
     }
     digest = config_digest(config)
     last_path, best_path = paths.checkpoint_dir / "last.pt", paths.checkpoint_dir / "best.pt"
