@@ -37,6 +37,8 @@ def main() -> int:
     parser.add_argument("--label-noise", type=float, default=0.2)
     parser.add_argument("--epochs", type=int, default=10, help="uniform's epochs; block-b methods get b x epochs")
     parser.add_argument("--block-size", type=int, default=2)
+    parser.add_argument("--holdout-epochs", type=int, help="override holdout.epochs (the IL model should converge)")
+    parser.add_argument("--holdout-lr", type=float, help="override holdout.lr")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--work", type=Path, default=Path(".cache/compare"))
     parser.add_argument("--out", type=Path, default=Path("metrics/compare"))
@@ -47,6 +49,11 @@ def main() -> int:
     raw["data"]["synthetic"] = {**raw["data"].get("synthetic", {}), "patches": args.patches,
                                 "label_noise": args.label_noise}
     raw["tracking"] = {**raw.get("tracking", {}), "wandb": "disabled"}
+    raw["holdout"] = {**raw.get("holdout", {})}
+    if args.holdout_epochs:
+        raw["holdout"]["epochs"] = args.holdout_epochs
+    if args.holdout_lr:
+        raw["holdout"]["lr"] = args.holdout_lr
     params = parse_params(raw, args.params)
     work = args.work
     work.mkdir(parents=True, exist_ok=True)

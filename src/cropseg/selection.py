@@ -157,6 +157,10 @@ class Selector:
         self._sums = _EpochSums()
 
     @property
+    def uses_irreducible(self) -> bool:
+        return self.irreducible is not None
+
+    @property
     def active(self) -> bool:
         return self.terms is not None and self.block_size > 1
 

@@ -195,7 +195,8 @@ def train(params: Params, stage: str, paths: RunPaths, *, progress: bool = True)
                    "split_train": _file_digest(paths.split_dir / "train.txt"),
                    "split_val": _file_digest(paths.split_dir / "val.txt"),
                    "labels": _file_digest(paths.labels_dir / f"{params.labels}.yaml"),
-                   "irreducible": _file_digest(paths.irreducible / "losses.npy") if paths.irreducible else None},
+                   "irreducible": _file_digest(paths.irreducible / "losses.npy") if selector.uses_irreducible
+                   else None},
         "world_size": world_size,
         "code": _code_digest(),  # a checkpoint of other code (another model, loss or loop) is stale too
     }
