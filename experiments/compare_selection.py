@@ -80,7 +80,8 @@ def main() -> int:
     results = []
     for method in args.methods:
         block = 1 if method == "uniform" else args.block_size
-        run = params.train.model_copy(update={"epochs": args.epochs * block})
+        # validate (and let ReduceLROnPlateau count patience) at equal samples seen, not per epoch considered
+        run = params.train.model_copy(update={"epochs": args.epochs * block, "val_every": block})
         selection = params.selection.model_copy(update={"method": method, "block_size": block})
         method_params = params.model_copy(update={"train": run, "selection": selection})
         result = train(method_params, "train", paths(method, work / "split"))

@@ -92,7 +92,7 @@ class Tracker:
             self.steps.truncate_after(resume_step)
             self.val.truncate_after(resume_step)
             self._truncate_live_plots(resume_step)
-        self.wandb = _start_wandb(wandb_mode, project, stage, config, self.dir)
+        self.wandb = _start_wandb(wandb_mode, project, stage, config)
 
     def _truncate_live_plots(self, step: int) -> None:
         """Drop DVCLive TSV rows logged after the checkpoint the run resumes from."""
@@ -147,18 +147,7 @@ class Tracker:
             self.wandb.finish()
 
 
-def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
-    flat = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{name}."))
-        else:
-            flat[name] = value if isinstance(value, (int, float, str, bool)) or value is None else json.dumps(value)
-    return flat
-
-
-def _start_wandb(mode: str, project: str, stage: str, config: dict, metrics_dir: Path):
+def _start_wandb(mode: str, project: str, stage: str, config: dict):
     """A W&B run mirroring this one, or None. ``WANDB_MODE`` in the environment wins over params."""
     mode = os.environ.get("WANDB_MODE", mode)
     if mode == "disabled":
