@@ -35,6 +35,7 @@ def main() -> int:
     parser.add_argument("--params", default="params.yaml", help="base params (model, loader, loss, train...)")
     parser.add_argument("--patches", type=int, default=24)
     parser.add_argument("--label-noise", type=float, default=0.2)
+    parser.add_argument("--label-noise-unit", default="parcel", choices=["parcel", "window"])
     parser.add_argument("--epochs", type=int, default=10, help="uniform's epochs; block-b methods get b x epochs")
     parser.add_argument("--block-size", type=int, default=2)
     parser.add_argument("--holdout-epochs", type=int, help="override holdout.epochs (the IL model should converge)")
@@ -47,7 +48,8 @@ def main() -> int:
     raw = yaml.safe_load(Path(args.params).read_text())
     raw["data"] = {**raw.get("data", {}), "source": "synthetic"}
     raw["data"]["synthetic"] = {**raw["data"].get("synthetic", {}), "patches": args.patches,
-                                "label_noise": args.label_noise}
+                                "label_noise": args.label_noise,
+                                "label_noise_unit": args.label_noise_unit}
     raw["tracking"] = {**raw.get("tracking", {}), "wandb": "disabled"}
     raw["holdout"] = {**raw.get("holdout", {})}
     if args.holdout_epochs:

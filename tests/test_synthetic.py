@@ -129,3 +129,18 @@ def test_too_many_patches_for_a_tile_is_a_clear_error(patches):
     cfg = tiny_data(patches=patches, patch_size=366).synthetic
     with pytest.raises(ValueError, match="does not fit: at most 900"):
         plan_patches(cfg, [2019], ["31TCG"])
+
+
+def test_window_label_noise_mislabels_whole_windows(tmp_path):
+    out = tmp_path / "netcdf"
+    fetch_s4a(tiny_data(patches=3, patch_size=244, label_noise=0.5, label_noise_unit="window"), out, workers=1)
+    truth = pd.read_csv(out / "truth" / "truth.csv")
+    noisy = truth[truth.noisy_pixels > 0]
+    # per-sample noise: a window is either wholly mislabelled or clean
+    assert (noisy.noisy_pixels == noisy.parcel_pixels).all()
+    assert 0.25 < len(noisy) / len(truth) < 0.75
+    for path in truth.path.unique():
+        labels = xr.open_dataset(out / path, group="labels")["labels"].values
+        clean = np.load(out / "truth" / "clean_labels" / f"{parse_patch_name(path).stem}.npy")
+        assert ((labels == 0) == (clean == 0)).all()
+        assert set(np.unique(labels)) <= {0} | {c.code for c in CROPS}

@@ -38,7 +38,9 @@ class SyntheticData(Section):
     parcels: int = Field(60, ge=1, le=5000, description="parcels per 366x366 patch (scaled by area)")
     background: float = Field(0.25, ge=0.0, lt=1.0, description="fraction of parcels that are background (code 0)")
     clouds: float = Field(0.15, ge=0.0, le=1.0, description="fraction of acquisitions with a cloud")
-    label_noise: float = Field(0.0, ge=0.0, le=1.0, description="fraction of crop parcels labelled with a wrong class")
+    label_noise: float = Field(0.0, ge=0.0, le=1.0, description="fraction of crop parcels (or windows) labelled wrong")
+    label_noise_unit: Literal["parcel", "window"] = Field(
+        "parcel", description="parcel: whole parcels mislabelled; window: every crop pixel of whole 61x61 windows")
     class_mix: Literal["s4a", "balanced"] = "s4a"
 
     @field_validator("patch_size")

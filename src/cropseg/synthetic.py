@@ -203,7 +203,7 @@ def generate_patch(cfg: SyntheticData, plan: PatchPlan) -> SyntheticPatch:
     is_crop = rng.random(n_parcels) >= cfg.background
     codes = np.array([c.code for c in CROPS], dtype=np.uint32)
     clean_code = np.where(is_crop, codes[crop_idx], 0).astype(np.uint32)
-    noisy = is_crop & (rng.random(n_parcels) < cfg.label_noise)
+    noisy = is_crop & (rng.random(n_parcels) < cfg.label_noise) & (cfg.label_noise_unit == "parcel")
     wrong = (crop_idx + rng.integers(1, len(CROPS), n_parcels)) % len(CROPS)
     label_code = np.where(noisy, codes[wrong], clean_code).astype(np.uint32)
 
@@ -233,7 +233,32 @@ def generate_patch(cfg: SyntheticData, plan: PatchPlan) -> SyntheticPatch:
     labels = np.where(keep, label_code[index], 0).astype(np.uint32)
     clean = np.where(keep, clean_code[index], 0).astype(np.uint32)
     parcels = np.where(keep, parcel_ids[index], 0).astype(np.uint32)
+    if cfg.label_noise_unit == "window":
+        labels = _mislabel_windows(labels, cfg.label_noise, np.random.default_rng([cfg.seed, 4, plan.index]))
     return SyntheticPatch(plan, bands, labels, clean, parcels)
+
+
+def _mislabel_windows(labels: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """Relabel every crop pixel of a ``fraction`` of the 61x61 windows with a wrong class.
+
+    Per-sample noise, as in the RHO-Loss paper's noisy-label benchmarks (a whole training sample
+    mislabelled), beside the default per-parcel noise. Within a window the class codes are shifted
+    cyclically by a random non-zero step, so every crop pixel gets a wrong code and parcels stay
+    uniform; background stays background.
+    """
+    codes = np.array([c.code for c in CROPS], dtype=np.uint32)
+    position = np.zeros(int(codes.max()) + 1, dtype=np.int64)
+    position[codes] = np.arange(len(codes))
+    labels = labels.copy()
+    n = labels.shape[0] // TRUTH_WINDOW
+    for wy in range(n):
+        for wx in range(n):
+            if rng.random() >= fraction:
+                continue
+            window = labels[wy * TRUTH_WINDOW:(wy + 1) * TRUTH_WINDOW, wx * TRUTH_WINDOW:(wx + 1) * TRUTH_WINDOW]
+            crop = window > 0
+            window[crop] = codes[(position[window[crop]] + rng.integers(1, len(codes))) % len(codes)]
+    return labels
 
 
 def _axis(start: float, step: float, count: int) -> np.ndarray:
