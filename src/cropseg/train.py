@@ -16,6 +16,7 @@ checkpoints, and the final model file. Conventions:
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import random
 import time
@@ -109,16 +110,12 @@ def _seed_everything(seed: int, deterministic: bool) -> None:
 
 
 def _file_digest(path: Path | None) -> str | None:
-    import hashlib
-
     if path is None or not path.exists():
         return None
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _code_digest() -> str:
-    import hashlib
-
     digest = hashlib.sha256()
     for path in sorted(Path(__file__).parent.glob("*.py")):
         digest.update(path.name.encode() + path.read_bytes())
@@ -187,10 +184,12 @@ def train(params: Params, stage: str, paths: RunPaths, *, progress: bool = True)
                                    workers=loader_cfg.workers, pin_memory=device.type == "cuda")
 
     # ---- resume: only a checkpoint of this exact run (params, inputs, world size)
+    run_params = {"labels": params.labels, "model": params.model.model_dump(), "loader": loader_cfg.model_dump(),
+                  "loss": params.loss.model_dump(), stage: run.model_dump()}
+    if selection is not None:
+        run_params["selection"] = selection.model_dump()
     config = {
-        "stage": stage, "params": {k: getattr(params, k).model_dump() if hasattr(getattr(params, k), "model_dump")
-                                   else getattr(params, k) for k in ("labels", "model", "loader", "loss")}
-        | {stage: run.model_dump()} | ({"selection": selection.model_dump()} if selection else {}),
+        "stage": stage, "params": run_params,
         "inputs": {"medians_meta": _file_digest(paths.medians / "meta.json"),
                    "split_train": _file_digest(paths.split_dir / "train.txt"),
                    "split_val": _file_digest(paths.split_dir / "val.txt"),
