@@ -12,7 +12,7 @@ import pytest
 from cropseg.fetch import FetchError, fetch_s4a
 from cropseg.params import Data, LocalData
 from cropseg.s4a import InvalidPatch, validate_patch
-from cropseg.synthetic import PatchPlan, generate_patch, plan_patches, write_patch_netcdf
+from cropseg.synthetic import generate_patch, plan_patches, write_patch_netcdf
 
 from conftest import tiny_data
 

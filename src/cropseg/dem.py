@@ -35,7 +35,6 @@ import csv
 import http.client
 import math
 import os
-import shutil
 import socket
 import time
 import urllib.error
@@ -49,6 +48,7 @@ import netCDF4
 import numpy as np
 from tqdm import tqdm
 
+from .files import link_or_copy
 from .geo import footprint_lonlat, parse_epsg
 from .params import CopernicusDem, Dem
 from .s4a import read_index
@@ -291,13 +291,6 @@ def validate_tile(path: Path, name: str) -> None:
                        f"deleted {path} from the cache, rerun to download it again") from None
 
 
-def _link_or_copy(source: Path, target: Path) -> None:
-    try:
-        os.link(source, target)
-    except OSError:
-        shutil.copyfile(source, target)
-
-
 def fetch_copernicus(footprints: Iterable[Footprint], out: str | Path, cfg: CopernicusDem,
                      progress: bool = True, backoff_s: float = 1.0) -> tuple[list[TileRecord], int]:
     """Download (or reuse from the cache) every GLO-30 tile meeting a footprint; link it into ``out``.
@@ -323,7 +316,7 @@ def fetch_copernicus(footprints: Iterable[Footprint], out: str | Path, cfg: Cope
             except DemError as error:
                 raise DemError(f"DEM tile {name}: {error}") from None
         validate_tile(path, name)
-        _link_or_copy(path, out / f"{name}.tif")
+        link_or_copy(path, out / f"{name}.tif")
         records.append(TileRecord(name, "downloaded", f"{name}.tif"))
     return records, cached
 

@@ -20,9 +20,12 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+from functools import partial
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from typing import Any, Literal
+
+from tqdm import tqdm
 
 DASK_ADDRESS_ENV = "DASK_SCHEDULER_ADDRESS"
 Scheduler = Literal["serial", "processes", "dask"]
@@ -133,3 +136,19 @@ def make_executor(scheduler: Scheduler, workers: int, **dask_options: Any) -> Ex
     if scheduler in ("serial", "processes"):
         return Executor()
     raise ValueError(f"unknown scheduler {scheduler!r}: expected serial, processes or dask")
+
+
+def _indexed(fn: Callable[[Any], Any], pair: tuple[int, Any]) -> tuple[int, Any]:
+    return pair[0], fn(pair[1])
+
+
+def ordered_map(fn: Callable[[Any], Any], items: list[Any], workers: int, *, desc: str,
+                progress: bool = True, unit: str = "patch") -> list[Any]:
+    """``[fn(item) for item in items]`` on a local process pool (serial for one worker), with a
+    progress bar; results in item order, whatever order they finish in."""
+    results: list[Any] = [None] * len(items)
+    with make_executor("processes", workers if len(items) > 1 else 1) as executor:
+        for index, result in tqdm(executor.imap_unordered(partial(_indexed, fn), list(enumerate(items))),
+                                  total=len(items), desc=desc, unit=unit, disable=not progress):
+            results[index] = result
+    return results

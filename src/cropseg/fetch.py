@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import csv
 import os
-import shutil
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from tqdm import tqdm
 
 from .atomic import atomic_dir
+from .executor import ordered_map
+from .files import link_or_copy
 from .params import Data
 from .s4a import InvalidPatch, PatchInfo, find_patches, parse_patch_name, validate_patch, write_index
 from .synthetic import TRUTH_DIR, plan_patches, write_patch, write_truth
@@ -45,14 +44,6 @@ class FetchSummary:
                 f"{self.bytes / 1e6:.0f} MB, {self.seconds:.1f} s")
 
 
-def _map(function, items: list, workers: int, desc: str) -> list:
-    """Ordered map over a process pool (or in-process for one worker), with a progress bar."""
-    if workers <= 1 or len(items) <= 1:
-        return [function(item) for item in tqdm(items, desc=desc, unit="patch")]
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        return list(tqdm(pool.map(function, items), total=len(items), desc=desc, unit="patch"))
-
-
 def default_workers() -> int:
     return max(1, min(os.cpu_count() or 1, 8))
 
@@ -72,16 +63,8 @@ def _generate_synthetic(data: Data, root: Path, workers: int) -> None:
     plans = plan_patches(cfg, data.years, data.tiles)
     if data.limit:
         plans = plans[: data.limit]
-    rows = _map(partial(write_patch, cfg, root=root), plans, workers, "synthetic S4A")
+    rows = ordered_map(partial(write_patch, cfg, root=root), plans, workers, desc="synthetic S4A")
     write_truth([row for patch_rows in rows for row in patch_rows], root)
-
-
-def _link_or_copy(source: Path, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.link(source, target)
-    except OSError:
-        shutil.copy2(source, target)
 
 
 def _link_local(data: Data, root: Path) -> None:
@@ -98,7 +81,7 @@ def _link_local(data: Data, root: Path) -> None:
     named = [(rel, p) for rel, p in candidates if _is_patch_name(p)]
     misnamed = [(rel, p) for rel, p in candidates if not _is_patch_name(p)]
     for relpath, path in _select(named, data) + misnamed:
-        _link_or_copy(path, root / relpath)
+        link_or_copy(path, root / relpath)
 
 
 def _is_patch_name(path: Path) -> bool:
@@ -119,7 +102,7 @@ def _validate(path: Path, root: Path) -> PatchInfo | InvalidPatch:
 def validate_tree(root: Path, on_invalid: str, workers: int) -> tuple[list[PatchInfo], list[InvalidPatch]]:
     """Validate every ``*.nc`` under ``root``; fail listing all bad files, or drop them (``skip``)."""
     paths = [p for p in find_patches(root) if TRUTH_DIR not in p.relative_to(root).parts[:1]]
-    results = _map(partial(_validate, root=root), paths, workers, "validate")
+    results = ordered_map(partial(_validate, root=root), paths, workers, desc="validate")
     valid = [r for r in results if isinstance(r, PatchInfo)]
     invalid = [r for r in results if isinstance(r, InvalidPatch)]
     if invalid and on_invalid == "error":

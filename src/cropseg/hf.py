@@ -31,7 +31,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import shutil
 import threading
 import time
 from collections import Counter
@@ -57,6 +56,7 @@ from huggingface_hub.hf_api import RepoFile
 from huggingface_hub.utils import silent_tqdm
 from tqdm import tqdm
 
+from .files import link_or_copy
 from .params import Data, HuggingFaceData
 from .s4a import PatchName, parse_patch_name
 
@@ -227,10 +227,7 @@ def _place(blob: Path, target: Path) -> Path:
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}-{threading.get_ident()}")
     tmp.unlink(missing_ok=True)
     try:
-        try:
-            os.link(blob, tmp)
-        except OSError:
-            shutil.copyfile(blob, tmp)
+        link_or_copy(blob, tmp)
         os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)

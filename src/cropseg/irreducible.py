@@ -10,7 +10,6 @@ the training split; samples without parcel pixels get ``+inf`` so that ``rho_los
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from .atomic import atomic_dir
 from .checkpoint import load_model
 from .dataset import SubPatchDataset, read_split_list
 from .evaluation import sequential_loader
+from .files import sha256_of
 from .labels import LabelSet
 from .loss import class_weights, parcel_nll
 from .params import Params
@@ -73,9 +73,9 @@ def run_irreducible(params: Params, *, holdout_model: Path, medians: Path, split
     # every training sub-patch, empty ones included, so the array covers every global index
     dataset = SubPatchDataset(medians, read_split_list(split_dir / "train.txt"), label_set, months=loader.months,
                               normalize=loader.normalize, skip_empty=False)
-    # the loss the target model trains with: class weights from the training split, as in train
-    counts = SubPatchDataset(medians, read_split_list(split_dir / "train.txt"), label_set, months=loader.months,
-                             normalize=loader.normalize, skip_empty=loader.skip_empty).class_pixel_counts()
+    # the loss the target model trains with: class weights from the training split's pixel counts, as in
+    # train (empty sub-patches add background pixels only, which the weights ignore, so skip_empty is moot)
+    counts = dataset.class_pixel_counts()
     weights = class_weights(counts, params.loss.class_weights_weight, weighted=params.loss.weighted).to(device)
     losses = holdout_losses(model, dataset, weights, batch_size=params.train.physical_batch_size, device=device,
                             bf16=bf16, progress=progress)
@@ -85,8 +85,8 @@ def run_irreducible(params: Params, *, holdout_model: Path, medians: Path, split
         meta = {"samples": int(losses.size), "without_parcels": int((~finite).sum()),
                 "index": "global training sample index (cropseg.dataset): patch position in train.txt "
                          "* sub-patches per patch + sub_y * sub_x_count + sub_x",
-                "holdout_model_sha256": hashlib.sha256(Path(holdout_model).read_bytes()).hexdigest(),
-                "train_list_sha256": hashlib.sha256((split_dir / "train.txt").read_bytes()).hexdigest(),
+                "holdout_model_sha256": sha256_of(holdout_model),
+                "train_list_sha256": sha256_of(split_dir / "train.txt"),
                 "precision": "bf16" if bf16 else "32"}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
     mean = float(losses[finite].mean()) if finite.any() else float("nan")

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import math
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache, partial
 from pathlib import Path
@@ -28,8 +27,8 @@ import netCDF4
 import numpy as np
 import pandas as pd
 from pyproj import Transformer
-from tqdm import tqdm
 
+from .executor import ordered_map
 from .geo import footprint_lonlat, parse_epsg
 from .s4a import PatchInfo, parse_patch_name
 
@@ -193,13 +192,7 @@ def build_table(infos: list[PatchInfo], root: str | Path, dem_dir: str | Path | 
     """The per-patch table of ``infos`` (patches under ``root``), sorted by path."""
     tiles = find_dem_tiles(dem_dir)
     function = partial(patch_row, root=str(root), tiles=tiles)
-    bar = partial(tqdm, total=len(infos), desc="patch table", unit="patch", disable=not progress)
-    if workers <= 1 or len(infos) <= 1:
-        results = [function(info) for info in bar(infos)]
-    else:
-        chunksize = max(1, min(64, len(infos) // (workers * 8)))
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            results = list(bar(pool.map(function, infos, chunksize=chunksize)))
+    results = ordered_map(function, infos, workers, desc="patch table", progress=progress)
     return _frame([r for r, _ in results], [c for _, c in results])
 
 

@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 from .checkpoint import load_checkpoint, model_file, save_atomic
 from .dataset import BlockSampler, SubPatchDataset, read_split_list
+from .files import sha256_of
 from .evaluation import confusion, headline, sequential_loader
 from .labels import load_label_set
 from .loss import class_weights, parcel_nll
@@ -110,9 +111,7 @@ def _seed_everything(seed: int, deterministic: bool) -> None:
 
 
 def _file_digest(path: Path | None) -> str | None:
-    if path is None or not path.exists():
-        return None
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    return sha256_of(path) if path is not None and path.exists() else None
 
 
 def _code_digest() -> str:
