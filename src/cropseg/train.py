@@ -19,6 +19,7 @@ import contextlib
 import hashlib
 import os
 import random
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -121,6 +122,17 @@ def _code_digest() -> str:
     return digest.hexdigest()
 
 
+def _copy_tree(source: Path, target: Path) -> None:
+    """Replace ``target`` by a copy of ``source`` (the small metric logs of a run)."""
+    if not source.is_dir():
+        return
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(source, tmp)
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(tmp, target)
+
+
 def _scheduler(optimizer: torch.optim.Optimizer, arch: str, run: Run):
     if arch == "unet":
         return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", patience=run.plateau_patience,
@@ -211,6 +223,8 @@ def train(params: Params, stage: str, paths: RunPaths, *, progress: bool = True)
         resumed_from = counters.epoch
         if rank == 0:
             print(f"{stage}: resuming after epoch {counters.epoch} from {last_path}")
+            # `dvc repro` deletes the stage's outputs (the metric logs) before it runs the stage again
+            _copy_tree(paths.checkpoint_dir / "metrics", paths.metrics_dir)
     tracker = Tracker(paths.metrics_dir, stage=stage, wandb_mode=params.tracking.wandb, project=params.tracking.project,
                       config={**config, "git_revision": git_revision(), "dvc_inputs": dvc_input_md5s(stage, paths.lock),
                               "digest": digest},
@@ -255,11 +269,14 @@ def train(params: Params, stage: str, paths: RunPaths, *, progress: bool = True)
                                            metrics=best, epoch=best_epoch), best_path)
         if not isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             scheduler.step()
+        tracker.flush()
         if rank == 0:
+            # the logs so far beside the checkpoint, first: a resumed run restores them and drops
+            # whatever was logged after the checkpoint it resumes from
+            _copy_tree(paths.metrics_dir, paths.checkpoint_dir / "metrics")
             save_atomic({"digest": digest, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                          "scheduler": scheduler.state_dict(), "counters": counters.as_dict(), "best": best,
                          "best_epoch": best_epoch, "history": history}, last_path)
-        tracker.flush()
 
     # ---- the final outputs: the best model, and its metrics as the run's summary
     if rank == 0:
