@@ -57,3 +57,15 @@ def atomic_file(target: str | Path, mode: str = "w") -> Iterator:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def restore_hint(output: str | Path) -> str:
+    """The last line of a failed stage's error: how to get its previous output back.
+
+    ``dvc repro`` deletes a stage's outputs before it runs the command (unless they are
+    ``persist: true``), so after a failure the previous ``output`` is gone from the workspace,
+    although DVC's cache still holds it.
+    """
+    output = Path(output).as_posix()
+    return (f"(under `dvc repro` the previous {output} was deleted before this stage ran; "
+            f"`dvc checkout {output}` restores it from the DVC cache)")

@@ -51,7 +51,7 @@ from tqdm import tqdm
 from .files import link_or_copy
 from .geo import footprint_lonlat, parse_epsg
 from .params import CopernicusDem, Dem
-from .s4a import read_index
+from .s4a import raster_attribute, read_index
 
 Footprint = tuple[float, float, float, float]  # lon_min, lat_min, lon_max, lat_max
 
@@ -121,8 +121,9 @@ class DemSummary:
 def patch_footprint(path: str | Path) -> Footprint:
     """(lon_min, lat_min, lon_max, lat_max) of an S4A patch, from its ``labels`` grid.
 
-    ``x``/``y`` are pixel centres in the UTM CRS of the group's ``crs`` attribute; the footprint
-    extends half a pixel beyond the outer centres.
+    ``x``/``y`` are pixel centres in the UTM CRS of the ``crs`` attribute of the ``labels``
+    variable (as published; else of its group, see :func:`cropseg.s4a.raster_attribute`); the
+    footprint extends half a pixel beyond the outer centres.
     """
     path = Path(path)
     try:
@@ -134,12 +135,14 @@ def patch_footprint(path: str | Path) -> Footprint:
         if group is None:
             raise DemError(f"{path}: group 'labels' missing")
         missing = [v for v in ("x", "y") if v not in group.variables]
-        if missing or "crs" not in group.ncattrs():
-            what = [f"coordinate {v!r}" for v in missing] + ([] if "crs" in group.ncattrs() else ["attribute 'crs'"])
-            raise DemError(f"{path}: labels: {', '.join(what)} missing")
+        if missing:
+            raise DemError(f"{path}: labels: {', '.join(f'coordinate {v!r}' for v in missing)} missing")
+        crs, where = raster_attribute(group, "labels", "crs")
+        if crs is None:
+            raise DemError(f"{path}: labels: {where}")
         x = np.asarray(group.variables["x"][:], dtype=np.float64)
         y = np.asarray(group.variables["y"][:], dtype=np.float64)
-        crs = str(group.getncattr("crs"))
+        crs = str(crs)
     if x.size == 0 or y.size == 0:
         raise DemError(f"{path}: labels: empty x/y coordinates")
     try:

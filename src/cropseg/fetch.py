@@ -4,6 +4,10 @@ Sources: ``synthetic`` (generated here, deterministic), ``huggingface`` (the pub
 see :mod:`cropseg.hf`) and ``local`` (an S4A folder on disk, hard-linked). Whatever the source,
 every file is validated, an ``index.csv`` lists the valid patches, and the output directory is
 replaced atomically: it is complete or absent.
+
+Errors name each bad file where the user can find it: its path in the ``local`` source folder,
+else its final path under the output (never the temporary folder being filled), and end with
+how to restore the previous output (:func:`cropseg.atomic.restore_hint`).
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from functools import partial
 from pathlib import Path
 
 
-from .atomic import atomic_dir
+from .atomic import atomic_dir, restore_hint
 from .executor import ordered_map
 from .files import link_or_copy
 from .params import Data
@@ -67,8 +71,11 @@ def _generate_synthetic(data: Data, root: Path, workers: int) -> None:
     write_truth([row for patch_rows in rows for row in patch_rows], root)
 
 
-def _link_local(data: Data, root: Path) -> None:
-    """Hard-link (or copy) the selected patches of an existing S4A folder, refoldered as YYYY/TILE/."""
+def _link_local(data: Data, root: Path) -> dict[Path, Path]:
+    """Hard-link (or copy) the selected patches of an existing S4A folder, refoldered as YYYY/TILE/.
+
+    Returns each linked file's source path, keyed by its path under ``root``.
+    """
     source = Path(data.local.path)
     if not source.is_dir():
         raise FetchError(f"data.local.path: {source} is not a directory")
@@ -80,8 +87,14 @@ def _link_local(data: Data, root: Path) -> None:
             candidates.append((path.relative_to(source).as_posix(), path))  # validated (and rejected) below
     named = [(rel, p) for rel, p in candidates if _is_patch_name(p)]
     misnamed = [(rel, p) for rel, p in candidates if not _is_patch_name(p)]
+    origins = {}
     for relpath, path in _select(named, data) + misnamed:
+        if root / relpath in origins:
+            raise FetchError(f"{path} and {origins[root / relpath]} are the same patch ({relpath}); "
+                             f"keep one of them in {source}")
         link_or_copy(path, root / relpath)
+        origins[root / relpath] = path
+    return origins
 
 
 def _is_patch_name(path: Path) -> bool:
@@ -99,42 +112,70 @@ def _validate(path: Path, root: Path) -> PatchInfo | InvalidPatch:
         return error
 
 
-def validate_tree(root: Path, on_invalid: str, workers: int) -> tuple[list[PatchInfo], list[InvalidPatch]]:
-    """Validate every ``*.nc`` under ``root``; fail listing all bad files, or drop them (``skip``)."""
+def _shown(error: InvalidPatch, origin: Path) -> InvalidPatch:
+    """The same defects, naming the file by ``origin`` instead of its temporary path."""
+    return InvalidPatch(origin, [d.replace(str(error.path), str(origin)) for d in error.defects])
+
+
+def validate_tree(root: Path, on_invalid: str, workers: int, origins: dict[Path, Path] | None = None,
+                  out: Path | None = None) -> tuple[list[PatchInfo], list[InvalidPatch]]:
+    """Validate every ``*.nc`` under ``root``; fail listing all bad files, or drop them (``skip``).
+
+    Bad files are named by ``origins[path]`` (their source) where given, else by their path
+    under ``out`` (the final output folder), else under ``root``. The returned errors carry
+    those names; the files themselves are deleted from ``root`` in ``skip`` mode.
+    """
     paths = [p for p in find_patches(root) if TRUTH_DIR not in p.relative_to(root).parts[:1]]
     results = ordered_map(partial(_validate, root=root), paths, workers, desc="validate")
     valid = [r for r in results if isinstance(r, PatchInfo)]
     invalid = [r for r in results if isinstance(r, InvalidPatch)]
+    origins = origins or {}
+    shown = [_shown(e, origins.get(e.path, (out or root) / e.path.relative_to(root))) for e in invalid]
     if invalid and on_invalid == "error":
-        listing = "\n".join(f"  {e.path.relative_to(root)}: {'; '.join(e.defects)}" for e in invalid)
+        listing = "\n".join(f"  {e.path}: {'; '.join(e.defects)}" for e in shown)
         raise FetchError(f"{len(invalid)} invalid S4A file(s) (set data.on_invalid: skip to leave them out):\n{listing}")
     for error in invalid:
         error.path.unlink()
-    return valid, invalid
+    return valid, shown
 
 
 def _write_invalid_report(invalid: list[InvalidPatch], root: Path) -> None:
+    """``invalid.csv``: each skipped file (by its source path) and its defects, sorted."""
     with open(root / INVALID_FILE, "w", newline="") as handle:
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(["path", "defects"])
-        for error in sorted(invalid, key=lambda e: str(e.path)):
-            writer.writerow([error.path.relative_to(root).as_posix(), "; ".join(error.defects)])
+        for error in sorted(invalid, key=lambda e: e.path.as_posix()):
+            writer.writerow([error.path.as_posix(), "; ".join(error.defects)])
 
 
 def fetch_s4a(data: Data, out: str | Path, workers: int | None = None) -> FetchSummary:
-    """Fill ``out`` (``data/netcdf``) from ``data.source``, validate, index; atomically."""
+    """Fill ``out`` (``data/netcdf``) from ``data.source``, validate, index; atomically.
+
+    Every failure is a :class:`FetchError` whose message ends with how to restore the previous
+    output, since ``dvc repro`` deleted it before running the stage.
+    """
+    try:
+        return _fetch(data, Path(out), workers or default_workers())
+    except FetchError as error:
+        raise FetchError(f"{error}\n{restore_hint(out)}") from error.__cause__
+
+
+def _fetch(data: Data, out: Path, workers: int) -> FetchSummary:
     started = time.perf_counter()
-    workers = workers or default_workers()
     with atomic_dir(out) as root:
+        origins: dict[Path, Path] = {}
         if data.source == "synthetic":
             _generate_synthetic(data, root, workers)
         elif data.source == "local":
-            _link_local(data, root)
+            origins = _link_local(data, root)
         else:
-            from .hf import download_patches  # imported lazily: only this source needs the hub client
+            from .hf import ChecksumMismatch, NoMatchingPatches, download_patches  # only this source needs the hub
 
-            download_patches(data, root)
-        valid, invalid = validate_tree(root, data.on_invalid, workers)
+            try:
+                download_patches(data, root)
+            except (ChecksumMismatch, NoMatchingPatches) as error:
+                raise FetchError(str(error)) from error
+        valid, invalid = validate_tree(root, data.on_invalid, workers, origins, out)
         if not valid:
             raise FetchError(f"no valid S4A patch for source={data.source}, years={data.years}, "
                              f"tiles={data.tiles}, limit={data.limit}")

@@ -186,13 +186,8 @@ class PatchMedians:
 
 
 def _decode_times(variable: netCDF4.Variable) -> np.ndarray:
-    values = np.asarray(variable[:])
-    units = getattr(variable, "units", "")
-    if values.dtype.kind == "f" and np.any(values != np.round(values)):
-        whole = decode_time(np.zeros(1), units)[0]  # the epoch, and validates the units
-        unit_ns = (decode_time(np.ones(1), units)[0] - whole).astype("int64")
-        return whole.astype("int64") + np.round(values * unit_ns).astype("int64")
-    return decode_time(values, units).astype("int64")
+    """Acquisition times in ns since 1970, decoded by the CF library (:func:`cropseg.s4a.decode_time`)."""
+    return decode_time(variable[:], getattr(variable, "units", ""), getattr(variable, "calendar", None)).astype("int64")
 
 
 def _read_grid(group: netCDF4.Group, name: str, dims: tuple[str, ...], dtype: str, where: str) -> np.ndarray:

@@ -30,7 +30,7 @@ from pyproj import Transformer
 
 from .executor import ordered_map
 from .geo import footprint_lonlat, parse_epsg
-from .s4a import PatchInfo, parse_patch_name
+from .s4a import PatchInfo, parse_patch_name, raster_attribute
 
 BASE_COLUMNS = (
     "path", "year", "tile", "patch_x", "patch_y", "country", "n_dates", "size",
@@ -143,13 +143,16 @@ def patch_row(info: PatchInfo, root: str | Path, tiles: list[DemTile]) -> tuple[
         raise PatchTableError(f"{path}: cannot open as netCDF ({error})") from None
     with dataset:
         group = dataset.groups.get("labels")
-        if group is None or "labels" not in group.variables or "crs" not in group.ncattrs():
-            raise PatchTableError(f"{path}: group 'labels' with variable 'labels' and attribute 'crs' expected")
+        if group is None or "labels" not in group.variables:
+            raise PatchTableError(f"{path}: group 'labels' with variable 'labels' expected")
+        crs, where = raster_attribute(group, "labels", "crs")
+        if crs is None:
+            raise PatchTableError(f"{path}: labels: {where}")
         group.set_auto_mask(False)
         labels = np.asarray(group.variables["labels"][:])
         x = np.asarray(group.variables["x"][:], dtype=np.float64)
         y = np.asarray(group.variables["y"][:], dtype=np.float64)
-        crs = str(group.getncattr("crs"))
+        crs = str(crs)
     try:
         epsg = parse_epsg(crs)
     except Exception as error:  # pyproj raises its own CRSError

@@ -5,6 +5,26 @@ one group per Sentinel-2 band (variable ``<band>(time, y, x)``, uint16, at the b
 resolution), groups ``labels`` and ``parcels`` (uint32 ``(y, x)`` at 10 m) and root attributes
 naming the patch. Validation reads metadata only (and the small label map), so checking the
 whole real dataset costs little next to reading its pixels.
+
+Format facts this module relies on, and where they were checked:
+
+* The published files were written by xarray 0.17 (root attribute ``_xarray_version: 0.17.0``)
+  and list the root attributes ``title, authors, patch_full_name, patch_year, patch_name,
+  patch_country_code, patch_tile, creation_date, references, institution, version``: the
+  ``ncdump``-style listing of ``2020_31TCG_patch_14_14.nc`` in the S4A authors' README
+  (https://github.com/Orion-AI-Lab/S4A, README "Dataset exploration"). The dataset card
+  (https://huggingface.co/datasets/paren8esis/S4A, "Data Instances") shows ``patch_year`` as a
+  string, ``'2019'``: it is read with ``int()`` whatever its type.
+* Rasters read by ``xarray.open_rasterio`` carry ``transform`` (affine order a, b, c, d, e, f),
+  ``crs`` (``+init=epsg:32618``), ``res``, ``is_tiled``, ``nodatavals``, ``scales``, ``offsets``
+  and ``AREA_OR_POINT`` as attributes **of the DataArray** (xarray docs, ``open_rasterio``,
+  https://docs.xarray.dev/en/v0.20.1/generated/xarray.open_rasterio.html); saved with
+  ``to_netcdf`` they become attributes of the variable, not of its group, and the scalar ``band``
+  coordinate left by selecting one band is written as ``coordinates: band``. Copies made by other
+  tools may keep ``crs``/``transform`` on the group, so :func:`raster_attribute` looks at the
+  variable first and at its group second.
+* ``time`` is CF ``<unit> since <date>`` as xarray chose it; it is decoded with ``cftime``
+  (https://unidata.github.io/cftime/api.html, ``num2date``), never by hand.
 """
 
 from __future__ import annotations
@@ -14,6 +34,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import cftime
 import netCDF4
 import numpy as np
 
@@ -28,11 +49,8 @@ SIZE_QUANTUM = 61
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 PATCH_NAME = re.compile(r"^(?P<year>\d{4})_(?P<tile>\d{2}[C-X][A-Z]{2})_patch_(?P<x>\d{2})_(?P<y>\d{2})\.nc$")
 INDEX_COLUMNS = ("path", "year", "tile", "patch_x", "patch_y", "country", "n_dates")
-_TIME_UNITS = re.compile(r"^\s*(?P<unit>\w+)\s+since\s+(?P<epoch>\d{4}-\d{2}-\d{2})(?:[ T](?P<clock>\d{2}:\d{2}:\d{2}))?")
-_UNIT_TO_NUMPY = {
-    "days": "D", "day": "D", "hours": "h", "hour": "h", "minutes": "m", "minute": "m",
-    "seconds": "s", "second": "s", "milliseconds": "ms", "microseconds": "us", "nanoseconds": "ns",
-}
+#: Raster metadata the published files keep on each data variable (see the module docstring).
+RASTER_ATTRIBUTES = ("crs", "transform", "res", "is_tiled", "nodatavals", "scales", "offsets", "AREA_OR_POINT")
 
 
 def band_side(size: int, band: str) -> int:
@@ -46,12 +64,35 @@ def band_side(size: int, band: str) -> int:
 
 
 class InvalidPatch(ValueError):
-    """One S4A file with everything found wrong with it."""
+    """One S4A file with everything found wrong with it.
 
-    def __init__(self, path: Path, defects: list[str]):
+    Raised in worker processes and sent back pickled: ``Exception`` pickles only ``self.args``
+    (the message), so :meth:`__reduce__` gives the constructor's own arguments instead.
+    """
+
+    def __init__(self, path: str | Path, defects: list[str]):
         self.path = Path(path)
-        self.defects = defects
-        super().__init__(f"{path}: " + "; ".join(defects))
+        self.defects = list(defects)
+        super().__init__(f"{path}: " + "; ".join(self.defects))
+
+    def __reduce__(self):
+        return type(self), (str(self.path), self.defects)
+
+
+def raster_attribute(group: netCDF4.Group, variable: str, name: str) -> tuple[object | None, str]:
+    """Attribute ``name`` of a raster: on the variable (as published) or else on its group.
+
+    Returns ``(value, where)`` with ``where`` ``"variable"`` or ``"group"``, or ``(None, what)``
+    where ``what`` says, for an error message, both places that were looked at.
+    """
+    var = group.variables.get(variable)
+    if var is not None and name in var.ncattrs():
+        return var.getncattr(name), "variable"
+    if name in group.ncattrs():
+        return group.getncattr(name), "group"
+    group_path = group.path.strip("/") or "/"
+    return None, (f"attribute {name!r} missing: looked on variable {group_path}/{variable} "
+                  f"and on group {group_path}")
 
 
 @dataclass(frozen=True)
@@ -99,14 +140,29 @@ class PatchInfo:
     size: int
 
 
-def decode_time(values: np.ndarray, units: str) -> np.ndarray:
-    """CF ``<unit> since <date>`` numbers to datetime64[ns]; ValueError on units we cannot read."""
-    match = _TIME_UNITS.match(units or "")
-    if not match or match["unit"].lower() not in _UNIT_TO_NUMPY:
-        raise ValueError(f"time units {units!r} are not '<days|hours|seconds|...> since YYYY-MM-DD'")
-    epoch = np.datetime64(match["epoch"] + ("T" + match["clock"] if match["clock"] else ""), "ns")
-    unit = _UNIT_TO_NUMPY[match["unit"].lower()]
-    return epoch + np.asarray(values).astype("int64").astype(f"timedelta64[{unit}]").astype("timedelta64[ns]")
+def decode_time(values: np.ndarray, units: str, calendar: str | None = None) -> np.ndarray:
+    """CF ``<unit> since <date>`` numbers to datetime64[ns]; ValueError on what cannot be read.
+
+    Decoded by ``cftime.num2date`` (https://unidata.github.io/cftime/api.html): fractional values,
+    an epoch with a time of day (and a fraction of a second) and epochs such as
+    ``hours since 2019-1-1`` are read as CF says. Only real-world calendars (``standard``,
+    ``gregorian``, ``proleptic_gregorian``) make sense for satellite dates: others are an error.
+    """
+    values = np.ma.filled(np.ma.asarray(values, dtype=np.float64), np.nan) if np.ma.isMaskedArray(values) \
+        else np.asarray(values)
+    if values.dtype.kind not in "iuf":
+        raise ValueError(f"time values of dtype {values.dtype}, expected numbers")
+    if values.dtype.kind == "f" and not np.all(np.isfinite(values)):
+        raise ValueError("time has missing or non-finite values")
+    calendar = str(calendar or "standard")
+    try:
+        dates = cftime.num2date(values.ravel(), str(units or ""), calendar=calendar,
+                                only_use_cftime_datetimes=False, only_use_python_datetimes=True)
+    except (ValueError, TypeError, OverflowError) as error:
+        raise ValueError(f"time units {units!r} (calendar {calendar!r}) cannot be decoded as CF "
+                         f"'<unit> since <date>': {error}") from None
+    # python datetimes have microsecond resolution, the finest cftime resolves
+    return np.array(dates, dtype="datetime64[us]").astype("datetime64[ns]").reshape(values.shape)
 
 
 def _read_signature(path: Path) -> bytes:
@@ -149,7 +205,7 @@ def _check_band(dataset: netCDF4.Dataset, band: str, size: int | None, year: int
         defects.append(f"{band}: no acquisitions (time is empty)")
         return 0
     try:
-        dates = decode_time(time[:].data if np.ma.isMaskedArray(time[:]) else time[:], getattr(time, "units", ""))
+        dates = decode_time(time[:], getattr(time, "units", ""), getattr(time, "calendar", None))
     except ValueError as error:
         defects.append(f"{band}/time: {error}")
         return 0
@@ -161,9 +217,23 @@ def _check_band(dataset: netCDF4.Dataset, band: str, size: int | None, year: int
                            f"e.g. {str(outside[0])[:10]}")
     if np.any(np.diff(dates.astype("int64")) <= 0):
         defects.append(f"{band}/time: dates not strictly increasing")
-    if "crs" not in group.ncattrs():
-        defects.append(f"{band}: attribute 'crs' missing")
+    _check_georeference(group, band, defects)
     return int(variable.shape[0])
+
+
+def _check_georeference(group: netCDF4.Group, name: str, defects: list[str]) -> None:
+    """``crs`` must be there (variable or group); a ``transform``, where given, is 6 numbers."""
+    crs, where = raster_attribute(group, name, "crs")
+    if crs is None:
+        defects.append(f"{name}: {where}")
+    transform, _ = raster_attribute(group, name, "transform")
+    if transform is not None:
+        try:
+            numbers = np.asarray(transform, dtype=np.float64).ravel()
+        except (TypeError, ValueError):
+            numbers = np.empty(0)
+        if numbers.size < 6 or not np.all(np.isfinite(numbers[:6])):
+            defects.append(f"{name}: transform {transform!r} is not 6 numbers (a, b, c, d, e, f)")
 
 
 def validate_patch(path: str | Path, root: str | Path | None = None) -> PatchInfo:
@@ -188,41 +258,54 @@ def validate_patch(path: str | Path, root: str | Path | None = None) -> PatchInf
         dataset = netCDF4.Dataset(path, "r")
     except OSError as error:
         raise InvalidPatch(path, defects + [f"corrupt or truncated netCDF-4/HDF5 file ({error})"]) from None
-    with dataset:
-        missing = [a for a in ROOT_ATTRIBUTES if a not in dataset.ncattrs()]
-        if missing:
-            defects.append(f"root attribute(s) missing: {', '.join(missing)}")
-        attr = {a: dataset.getncattr(a) for a in ROOT_ATTRIBUTES if a in dataset.ncattrs()}
-        year = None
-        if "patch_year" in attr:
-            try:
-                year = int(attr["patch_year"])
-            except (TypeError, ValueError):
-                defects.append(f"patch_year {attr['patch_year']!r} is not a year")
-        if name is not None:
-            if year is not None and year != name.year:
-                defects.append(f"patch_year {year} differs from the year {name.year} in the file name")
-            if "patch_tile" in attr and str(attr["patch_tile"]) != name.tile:
-                defects.append(f"patch_tile {attr['patch_tile']!r} differs from the tile {name.tile} in the file name")
-            year = name.year if year is None else year
+    try:
+        with dataset:
+            return _check_contents(dataset, path, root, name, defects)
+    except InvalidPatch:
+        raise
+    except Exception as error:  # HDF5 errors on a damaged chunk or header surface as many types
+        raise InvalidPatch(path, defects + [f"corrupt or truncated netCDF-4/HDF5 file "
+                                            f"({type(error).__name__}: {error})"]) from None
 
-        size = None
-        for group_name in ("labels", "parcels"):
-            group = dataset.groups.get(group_name)
-            if group is None:
-                defects.append(f"group {group_name!r} missing")
-                continue
-            variable = _check_grid(group, group_name, ("y", "x"), "uint32", None, defects, group_name)
-            if variable is None:
-                continue
-            height, width = variable.shape
-            if height != width or height % SIZE_QUANTUM or height == 0:
-                defects.append(f"{group_name}: shape {variable.shape}, expected square with a side multiple of 61")
-            elif size is None:
-                size = height
-            elif height != size:
-                defects.append(f"{group_name}: shape {variable.shape} differs from labels ({size}, {size})")
-        n_dates = [_check_band(dataset, band, size, year, defects) for band in BANDS]
+
+def _check_contents(dataset: netCDF4.Dataset, path: Path, root: str | Path | None, name: PatchName | None,
+                    defects: list[str]) -> PatchInfo:
+    """Everything :func:`validate_patch` checks inside an opened file."""
+    missing = [a for a in ROOT_ATTRIBUTES if a not in dataset.ncattrs()]
+    if missing:
+        defects.append(f"root attribute(s) missing: {', '.join(missing)}")
+    attr = {a: dataset.getncattr(a) for a in ROOT_ATTRIBUTES if a in dataset.ncattrs()}
+    year = None
+    if "patch_year" in attr:
+        try:
+            year = int(attr["patch_year"])
+        except (TypeError, ValueError):
+            defects.append(f"patch_year {attr['patch_year']!r} is not a year")
+    if name is not None:
+        if year is not None and year != name.year:
+            defects.append(f"patch_year {year} differs from the year {name.year} in the file name")
+        if "patch_tile" in attr and str(attr["patch_tile"]) != name.tile:
+            defects.append(f"patch_tile {attr['patch_tile']!r} differs from the tile {name.tile} in the file name")
+        year = name.year if year is None else year
+
+    size = None
+    for group_name in ("labels", "parcels"):
+        group = dataset.groups.get(group_name)
+        if group is None:
+            defects.append(f"group {group_name!r} missing")
+            continue
+        variable = _check_grid(group, group_name, ("y", "x"), "uint32", None, defects, group_name)
+        if variable is None:
+            continue
+        _check_georeference(group, group_name, defects)
+        height, width = variable.shape
+        if height != width or height % SIZE_QUANTUM or height == 0:
+            defects.append(f"{group_name}: shape {variable.shape}, expected square with a side multiple of 61")
+        elif size is None:
+            size = height
+        elif height != size:
+            defects.append(f"{group_name}: shape {variable.shape} differs from labels ({size}, {size})")
+    n_dates = [_check_band(dataset, band, size, year, defects) for band in BANDS]
     if defects:
         raise InvalidPatch(path, defects)
     assert name is not None and size is not None

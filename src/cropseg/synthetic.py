@@ -265,22 +265,64 @@ def _axis(start: float, step: float, count: int) -> np.ndarray:
     return start + step * (np.arange(count) + 0.5)
 
 
+def root_attributes(name: PatchName) -> dict[str, str]:
+    """The root attributes of a published S4A file (see :mod:`cropseg.s4a`), for a synthetic patch.
+
+    ``creation_date`` is derived from the patch year (never the clock), so that the same
+    parameters write the same bytes; ``title`` etc. say where the file came from.
+    """
+    return {
+        "title": "S4A Patch Dataset (cropseg synthetic)",
+        "authors": "cropseg synthetic S4A generator",
+        "patch_full_name": name.stem,
+        "patch_year": str(name.year),  # a string, as on the dataset card
+        "patch_name": f"patch_{name.x:02d}_{name.y:02d}",
+        "patch_country_code": country_of(name.tile),
+        "patch_tile": name.tile,
+        "creation_date": f"01 Jan {name.year + 1}",
+        "references": "Synthetic data in the layout of Sykas et al. (2022), doi:10.1109/JSTARS.2022.3164771.",
+        "institution": "cropseg",
+        "version": "synthetic-1",
+    }
+
+
+def raster_attributes(crs: str, res: float, x0: float, y0: float) -> dict[str, object]:
+    """What ``xarray.open_rasterio`` attaches to a raster and ``to_netcdf`` writes on the variable."""
+    return {
+        "transform": np.array([res, 0, x0, 0, -res, y0], "f8"),
+        "crs": crs,
+        "res": np.array([res, res], "f8"),
+        "is_tiled": np.int64(0),
+        "nodatavals": np.array([np.nan]),
+        "scales": np.array([1.0]),
+        "offsets": np.array([0.0]),
+        "AREA_OR_POINT": "Area",
+        "coordinates": "band",
+    }
+
+
+def _band_scalar(group: netCDF4.Group) -> None:
+    """The scalar ``band`` coordinate left by selecting one band of a rasterio DataArray."""
+    group.createVariable("band", "i8", ())[...] = 1
+
+
 def write_patch_netcdf(patch: SyntheticPatch, path: Path) -> None:
-    """Write one patch in the S4A netCDF-4 layout (one group per band, labels, parcels)."""
+    """Write one patch in the published S4A layout (see :mod:`cropseg.s4a`): root attributes,
+    one group per band, ``labels`` and ``parcels``, raster attributes on each variable.
+
+    ``time`` is encoded as xarray encodes day-aligned dates: int64 ``days since <first date>``,
+    calendar ``proleptic_gregorian``.
+    """
     name = patch.plan.name
     grid = tile_grid(name.tile)
     size = patch.labels.shape[0]
     # a patch smaller than 366 px sits in the corner of the 366 px cell its name points at
     x0 = grid.x0 + name.x * S4A_PATCH_SIZE * 10
     y0 = grid.y0 - name.y * S4A_PATCH_SIZE * 10
-    epoch = np.datetime64("1970-01-01")
-    days = (patch.plan.dates - epoch).astype(int)
+    first = patch.plan.dates[0].astype("datetime64[D]")
+    days = (patch.plan.dates.astype("datetime64[D]") - first).astype("int64")
     with netCDF4.Dataset(path, "w", format="NETCDF4") as ds:
-        ds.setncatts({
-            "patch_full_name": name.stem, "patch_year": str(name.year),
-            "patch_name": f"patch_{name.x:02d}_{name.y:02d}", "patch_country_code": country_of(name.tile),
-            "patch_tile": name.tile, "source": "cropseg synthetic S4A generator",
-        })
+        ds.setncatts(root_attributes(name))
         for band, values in patch.bands.items():
             res = BANDS[band]
             group = ds.createGroup(band)
@@ -288,23 +330,26 @@ def write_patch_netcdf(patch: SyntheticPatch, path: Path) -> None:
             group.createDimension("time", values.shape[0])
             group.createDimension("y", side)
             group.createDimension("x", side)
-            time = group.createVariable("time", "i4", ("time",))
-            time.units, time.calendar = "days since 1970-01-01", "standard"
+            time = group.createVariable("time", "i8", ("time",))
+            time.units, time.calendar = f"days since {first} 00:00:00", "proleptic_gregorian"
             time[:] = days
             group.createVariable("y", "f8", ("y",))[:] = _axis(y0, -res, side)
             group.createVariable("x", "f8", ("x",))[:] = _axis(x0, res, side)
+            _band_scalar(group)
             variable = group.createVariable(band, values.dtype, ("time", "y", "x"), zlib=True, complevel=1,
                                             shuffle=True, chunksizes=(1, side, side))
+            variable.setncatts(raster_attributes(grid.crs_attr, res, x0, y0))
             variable[:] = values
-            group.setncatts({"crs": grid.crs_attr, "transform": np.array([res, 0, x0, 0, -res, y0], "f8")})
         for group_name, values in (("labels", patch.labels), ("parcels", patch.parcels)):
             group = ds.createGroup(group_name)
             group.createDimension("y", size)
             group.createDimension("x", size)
             group.createVariable("y", "f8", ("y",))[:] = _axis(y0, -10, size)
             group.createVariable("x", "f8", ("x",))[:] = _axis(x0, 10, size)
-            group.createVariable(group_name, "u4", ("y", "x"), zlib=True, complevel=1, shuffle=True)[:] = values
-            group.setncatts({"crs": grid.crs_attr, "transform": np.array([10, 0, x0, 0, -10, y0], "f8")})
+            _band_scalar(group)
+            variable = group.createVariable(group_name, "u4", ("y", "x"), zlib=True, complevel=1, shuffle=True)
+            variable.setncatts(raster_attributes(grid.crs_attr, 10, x0, y0))
+            variable[:] = values
 
 
 def truth_rows(patch: SyntheticPatch) -> list[tuple]:
