@@ -86,6 +86,10 @@ class RuleError(ValueError):
         lines = "\n".join(f"  {where}: {what}" for where, what in problems)
         super().__init__(f"{source}: {len(problems)} problem(s) in the split rules:\n{lines}")
 
+    def __reduce__(self):
+        # Exception pickles only the message; a worker's error must come back whole
+        return type(self), (self.source, self.problems)
+
 
 @dataclass(frozen=True)
 class Filter:
