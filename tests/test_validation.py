@@ -143,3 +143,67 @@ def test_skip_leaves_bad_files_out_and_reports_them(tmp_path):
     index = pd.read_csv(out / "index.csv")
     assert len(index) == 4
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.nc")) == sorted(index.path)
+
+
+FIXTURE = Path(__file__).parent / "data" / "s4a"
+
+
+def _mixed_folder(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    """The 4 fixture files plus one file per defect, each under a valid, distinct patch name
+    (except the misnamed one): file name -> the defect its error must name."""
+    local = tmp_path / "mixed"
+    local.mkdir()
+    for path in sorted(FIXTURE.rglob("*.nc")):
+        shutil.copy(path, local / path.name)
+    work = tmp_path / "work"
+    work.mkdir()
+    good = _good(work)
+    (local / "2019_31TCG_patch_01_01.nc").write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    _without_group(good, local / "2019_31TCG_patch_01_02.nc", "B05")
+    write_patch_netcdf(generate_patch(CFG, PLAN), local / "2019_31TCG_patch_5_20.nc")
+    write_patch_netcdf(generate_patch(CFG, PLAN), local / "2020_31TCG_patch_01_03.nc")
+    shuffled = PLAN.dates.copy()
+    shuffled[[1, 2]] = shuffled[[2, 1]]
+    write_patch_netcdf(generate_patch(CFG, replace(PLAN, dates=shuffled)), local / "2019_31TCG_patch_01_04.nc")
+    return local, {
+        "2019_31TCG_patch_01_01.nc": "corrupt or truncated",
+        "2019_31TCG_patch_01_02.nc": "band group 'B05' missing",
+        "2019_31TCG_patch_5_20.nc": "does not match 'YYYY_TILE_patch_XX_YY.nc'",
+        "2020_31TCG_patch_01_03.nc": "patch_year 2019 differs from the year 2020 in the file name",
+        "2019_31TCG_patch_01_04.nc": "time: dates not strictly increasing (bands B01, B02, B03, B04, B05, B06, B07, "
+                                     "B08, B8A, B09, B10, B11, B12)",
+    }
+
+
+def test_mixed_folder_with_default_workers_names_every_bad_file_by_its_source(tmp_path):
+    local, defects = _mixed_folder(tmp_path)
+    data = Data(source="local", local=LocalData(path=str(local)))
+    with pytest.raises(FetchError) as caught:
+        fetch_s4a(data, tmp_path / "netcdf")  # the default worker count: errors come back from processes
+    message = str(caught.value)
+    assert message.startswith("5 invalid S4A file(s)")
+    lines = message.splitlines()
+    for name, defect in defects.items():
+        line = next(line for line in lines if line.startswith(f"  {local / name}: "))
+        assert defect in line, (name, line)
+    assert ".tmp-" not in message  # never the temporary folder being filled
+    assert lines[-1].endswith(f"`dvc checkout {(tmp_path / 'netcdf').as_posix()}` restores it from the DVC cache)")
+    assert not (tmp_path / "netcdf").exists()
+
+
+def test_mixed_folder_skip_keeps_the_good_files_and_reports_the_same_bytes_twice(tmp_path):
+    local, defects = _mixed_folder(tmp_path)
+    data = Data(source="local", on_invalid="skip", local=LocalData(path=str(local)))
+    reports = []
+    for run in ("a", "b"):
+        summary = fetch_s4a(data, tmp_path / run)
+        assert (summary.patches, summary.skipped) == (4, 5)
+        index = pd.read_csv(tmp_path / run / "index.csv")
+        assert sorted(Path(p).name for p in index.path) == sorted(p.name for p in FIXTURE.rglob("*.nc"))
+        reports.append((tmp_path / run / "invalid.csv").read_bytes())
+    assert reports[0] == reports[1]
+    report = pd.read_csv(tmp_path / "a" / "invalid.csv")
+    assert report.path.tolist() == sorted(str(local / name) for name in defects)
+    for path, found in zip(report.path, report.defects):
+        assert defects[Path(path).name] in found
+    assert ".tmp-" not in reports[0].decode()

@@ -307,11 +307,30 @@ def _check_contents(dataset: netCDF4.Dataset, path: Path, root: str | Path | Non
             defects.append(f"{group_name}: shape {variable.shape} differs from labels ({size}, {size})")
     n_dates = [_check_band(dataset, band, size, year, defects) for band in BANDS]
     if defects:
-        raise InvalidPatch(path, defects)
+        raise InvalidPatch(path, _merge_band_defects(defects))
     assert name is not None and size is not None
     relative = path.relative_to(root).as_posix() if root is not None else path.name
     return PatchInfo(relative, name.year, name.tile, name.x, name.y,
                      str(attr["patch_country_code"]), max(n_dates), size)
+
+
+def _merge_band_defects(defects: list[str]) -> list[str]:
+    """One line for a defect every listed band shares (``time: ... (bands B01, B02, ...)``)."""
+    suffixes: dict[str, list[str]] = {}
+    for defect in defects:
+        band, sep, rest = defect.partition("/")
+        if sep and band in BANDS and not rest.startswith(band):
+            suffixes.setdefault(rest, []).append(band)
+    merged, done = [], set()
+    for defect in defects:
+        band, sep, rest = defect.partition("/")
+        bands = suffixes.get(rest, []) if sep and band in BANDS else []
+        if len(bands) < 2:
+            merged.append(defect)
+        elif rest not in done:
+            done.add(rest)
+            merged.append(f"{rest} (bands {', '.join(bands)})")
+    return merged
 
 
 def find_patches(root: str | Path) -> list[Path]:
