@@ -73,3 +73,57 @@ def test_unknown_set_lists_available(tmp_path):
     root = _write(tmp_path, "classes:\n  - {name: a, codes: [110]}\n", name="mine")
     with pytest.raises(LabelSetError, match=r"unknown label set 'nope'.*available.*mine"):
         load_label_set("nope", root)
+
+
+#: The thesis' label-encoder format: {name, id}, id one code or a list, the first entry the background.
+ENCODER = """\
+labels:
+  - {name: background, id: 0}
+  - {name: wheat, id: 110}
+  - {name: maize, id: [120]}
+  - {name: sorghum, id: 140}
+  - {name: barley, id: 150}
+  - {name: rye, id: 160}
+  - {name: oats, id: 170}
+  - {name: grapes, id: 330}
+  - {name: rapeseed, id: 435}
+  - {name: sunflower, id: 438}
+  - {name: potatoes, id: 510}
+  - {name: peas, id: [770]}
+"""
+
+
+def test_label_encoder_format_loads_like_ours(tmp_path):
+    thesis = load_label_set("thesis", _write(tmp_path, ENCODER, name="thesis"))
+    ours = load_label_set("s4a11", ROOT)
+    assert thesis.class_names == ours.class_names and thesis.codes == ours.codes
+    assert np.array_equal(thesis.lut, ours.lut)
+    grouped = load_label_set("grouped", _write(tmp_path, "labels:\n  - {name: other, id: [0, 999]}\n"
+                                               "  - {name: cereals, id: [110, 150, '160-170']}\n"
+                                               "  - {name: vines, id: 330}\n", name="grouped"))
+    assert grouped.class_names == ("background", "cereals", "vines")
+    assert grouped.map(np.array([0, 110, 165, 330, 999, 120])).tolist() == [0, 1, 1, 2, 0, 0]
+    assert LabelSet.from_dict(grouped.to_dict()).codes == grouped.codes
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("labels:\n  - {name: background, id: 0}\n  - {name: a, id: [110, 0]}\n", "labels[1]): code 0 outside 1..65535"),
+        ("labels:\n  - {name: other, id: [0, 110]}\n  - {name: a, id: 110}\n",
+         "code 110 is also in class 'background (labels[0])'"),
+        ("labels:\n  - {name: background, id: 0}\n  - {name: a}\n", "labels[1]: missing key(s) ['id']"),
+        ("labels:\n  - {name: background, id: 0}\n  - {name: a, id: 110}\n  - {name: Background, id: 120}\n",
+         "'background' is labels[0]"),
+        ("labels:\n  - {name: background}\n  - {name: a, id: 110}\n", "labels[0] (the background): expected a mapping"),
+        ("labels:\n  - {name: background, id: 0}\n", "the background, then at least one class"),
+        ("labels:\n  - {name: background, id: 0}\n  - {name: a, id: 110}\n  - {name: a, id: 120}\n",
+         "class name listed twice"),
+        ("labels:\n  - {name: background, id: 0}\n  - {name: a, id: 110, colour: red}\n", "unknown key(s) ['colour']"),
+    ],
+)
+def test_label_encoder_errors_name_file_and_entry(tmp_path, text, message):
+    root = _write(tmp_path, text)
+    with pytest.raises(LabelSetError) as err:
+        load_label_set("bad", root)
+    assert message in str(err.value) and "bad.yaml" in str(err.value)

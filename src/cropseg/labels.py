@@ -5,6 +5,11 @@ A label set file is a short comment, then ``classes:``, a list of ``{name, codes
 listed maps to 0. ``codes`` holds positive S4A codes, or inclusive ranges written ``"a-b"`` for a
 whole FAO ICC group (``"100-199"`` = every cereal code).
 
+The thesis' label-encoder files load unchanged beside ours: ``labels:``, a list of ``{name, id}``
+with ``id`` one code or a list of codes, whose first entry is the background (model class 0; its
+codes, usually ``0``, may not appear in another class). Entry ``i`` becomes model class ``i``, and
+the validation is the same (a code in one class only, no duplicate names, codes in range).
+
 Mapping is one table lookup (:attr:`LabelSet.lut` indexed by code), for numpy arrays and torch
 tensors alike, so it never loops over pixels or classes.
 """
@@ -106,10 +111,11 @@ def load_label_set(name: str, root: str | Path = "configs/labels") -> LabelSet:
     return _build(name, data, str(path))
 
 
-def _parse_codes(value: Any, where: str) -> list[int]:
+def _parse_codes(value: Any, where: str, *, key: str = "codes", allow_zero: bool = False) -> list[int]:
     if not isinstance(value, list) or not value:
-        raise LabelSetError(f"{where}: 'codes' must be a non-empty list of S4A codes, got {value!r}")
+        raise LabelSetError(f"{where}: '{key}' must be a non-empty list of S4A codes, got {value!r}")
     out: list[int] = []
+    lowest = 0 if allow_zero else 1
     for item in value:
         if isinstance(item, bool):
             raise LabelSetError(f"{where}: code {item!r} is not an integer")
@@ -121,46 +127,80 @@ def _parse_codes(value: Any, where: str) -> list[int]:
                 raise LabelSetError(f"{where}: empty code range {item!r}")
         else:
             raise LabelSetError(f"{where}: code {item!r} is neither an integer nor a range 'a-b'")
-        if lo < 1 or hi > MAX_CODE:
-            raise LabelSetError(f"{where}: code {item!r} outside 1..{MAX_CODE} (0 is background, implicit)")
+        if lo < lowest or hi > MAX_CODE:
+            raise LabelSetError(f"{where}: code {item!r} outside {lowest}..{MAX_CODE}"
+                                + ("" if allow_zero else " (0 is background, implicit)"))
         out.extend(range(lo, hi + 1))
     return out
 
 
 def _build(name: str, data: Any, source: str) -> LabelSet:
+    if isinstance(data, dict) and "labels" in data and "classes" not in data:
+        return _build_encoder(name, data, source)
     if not isinstance(data, dict) or "classes" not in data:
-        raise LabelSetError(f"{source}: missing top-level key 'classes' (a list of {{name, codes}})")
+        raise LabelSetError(f"{source}: missing top-level key 'classes' (a list of {{name, codes}}) "
+                            f"or 'labels' (the label-encoder list of {{name, id}})")
     extra = set(data) - {"classes"}
     if extra:
         raise LabelSetError(f"{source}: unknown top-level keys {sorted(extra)}; expected only 'classes'")
-    classes = data["classes"]
+    return _from_entries(name, data["classes"], source, key="classes", codes_key="codes")
+
+
+def _build_encoder(name: str, data: dict, source: str) -> LabelSet:
+    """The thesis' label-encoder format: ``labels: [{name, id}, ...]``, ``id`` a code or a list of
+    codes, the first entry the background (its codes, usually ``0``, map to model class 0)."""
+    extra = set(data) - {"labels"}
+    if extra:
+        raise LabelSetError(f"{source}: unknown top-level keys {sorted(extra)}; expected only 'labels'")
+    entries = data["labels"]
+    if not isinstance(entries, list) or len(entries) < 2:
+        raise LabelSetError(f"{source}: 'labels' must list the background, then at least one class, "
+                            f"as {{name, id}}")
+    first = entries[0]
+    where = f"{source}: labels[0] (the background)"
+    if not isinstance(first, dict) or set(first) != {"name", "id"}:
+        raise LabelSetError(f"{where}: expected a mapping {{name, id}}, got {first!r}")
+    background = _parse_codes(first["id"] if isinstance(first["id"], list) else [first["id"]], where,
+                              key="id", allow_zero=True)
+    return _from_entries(name, entries[1:], source, key="labels", codes_key="id", start=1,
+                         reserved={c: "background (labels[0])" for c in background})
+
+
+def _from_entries(name: str, classes: Any, source: str, *, key: str, codes_key: str, start: int = 0,
+                  reserved: dict[int, str] | None = None) -> LabelSet:
+    """Validate ``[{name, <codes_key>}, ...]`` (entry ``i`` is ``key[i + start]`` in messages)."""
     if not isinstance(classes, list) or not classes:
-        raise LabelSetError(f"{source}: 'classes' must be a non-empty list of {{name, codes}}")
+        raise LabelSetError(f"{source}: '{key}' must be a non-empty list of {{name, {codes_key}}}")
     if len(classes) > 254:
         raise LabelSetError(f"{source}: {len(classes)} classes; at most 254 fit the uint8 table")
 
     names: list[str] = [BACKGROUND]
     codes: list[tuple[int, ...]] = [()]
-    owner: dict[int, str] = {}
-    for i, entry in enumerate(classes):
-        where = f"{source}: classes[{i}]"
+    owner: dict[int, str] = dict(reserved or {})
+    expected = {"name", codes_key}
+    for i, entry in enumerate(classes, start=start):
+        where = f"{source}: {key}[{i}]"
         if not isinstance(entry, dict):
-            raise LabelSetError(f"{where}: expected a mapping {{name, codes}}, got {entry!r}")
-        missing = {"name", "codes"} - set(entry)
+            raise LabelSetError(f"{where}: expected a mapping {{name, {codes_key}}}, got {entry!r}")
+        missing = expected - set(entry)
         if missing:
             raise LabelSetError(f"{where}: missing key(s) {sorted(missing)} in {entry!r}")
-        extra = set(entry) - {"name", "codes"}
+        extra = set(entry) - expected
         if extra:
-            raise LabelSetError(f"{where}: unknown key(s) {sorted(extra)}; expected only 'name' and 'codes'")
+            raise LabelSetError(f"{where}: unknown key(s) {sorted(extra)}; expected only 'name' and '{codes_key}'")
         cname = entry["name"]
         if not isinstance(cname, str) or not cname.strip():
             raise LabelSetError(f"{where}: 'name' must be a non-empty string, got {cname!r}")
-        where = f"{source}: class {cname!r} (classes[{i}])"
+        where = f"{source}: class {cname!r} ({key}[{i}])"
         if cname.strip().lower() == BACKGROUND:
-            raise LabelSetError(f"{where}: 'background' is model class 0 and implicit; do not list it")
+            first = "labels[0]" if start else "model class 0 and implicit"
+            raise LabelSetError(f"{where}: 'background' is {first}; do not list it again")
         if cname in names:
             raise LabelSetError(f"{where}: class name listed twice")
-        class_codes = _parse_codes(entry["codes"], where)
+        value = entry[codes_key]
+        if codes_key == "id" and not isinstance(value, list):
+            value = [value]  # the encoder format allows a single code
+        class_codes = _parse_codes(value, where, key=codes_key)
         for code in class_codes:
             if code in owner:
                 other = owner[code]
@@ -170,7 +210,8 @@ def _build(name: str, data: Any, source: str) -> LabelSet:
         names.append(cname)
         codes.append(tuple(class_codes))
 
-    lut = np.zeros(max(owner) + 2, dtype=np.uint8)  # last entry stays 0: the catch-all for codes beyond
+    listed = [code for class_codes in codes[1:] for code in class_codes]
+    lut = np.zeros(max(listed) + 2, dtype=np.uint8)  # last entry stays 0: the catch-all for codes beyond
     for k, class_codes in enumerate(codes[1:], start=1):
         lut[list(class_codes)] = k
     lut.flags.writeable = False
