@@ -21,7 +21,7 @@ from cropseg.patch_table import names_table  # noqa: E402
 from cropseg.s4a import validate_patch, write_index  # noqa: E402
 from cropseg.split import (SplitError, apply_subsets, coco_assign, limit_sample, read_coco,  # noqa: E402
                            run_split)
-from cropseg.split_rules import (RuleError, Share, allocate, apply_rules, parse_rules,  # noqa: E402
+from cropseg.split_rules import (RuleError, Share, allocate, apply_rules, load_rules, parse_rules,  # noqa: E402
                                  strata_of)
 from cropseg.synthetic import plan_patches, write_patch  # noqa: E402
 
@@ -70,6 +70,69 @@ def test_nested_rules_ranges_lists_and_first_match_exact():
         name(2020, "31TCG", 1, 2): "", name(2020, "31TCG", 5, 6): "val", name(2020, "31TCG", 9, 10): "val",
         name(2020, "31TCJ", 1, 2): "test", name(2020, "31TCJ", 5, 6): "val", name(2020, "31TCJ", 9, 10): "val",
     }
+
+
+#: One rules file per construct of the thesis' format, as YAML text, and the patches (of PATHS)
+#: each one sends to each split ("" = left out).
+THESIS_FILES = {
+    "year_min": ("rules:\n  - year: {min: 2020}\n    target: test\n",
+                 {p: "test" if p.startswith("2020") else "" for p in PATHS}),
+    "year_max_in": ("rules:\n  - year: {max: 2019, in: [2019, 2021]}\n    target: train\n",
+                    {p: "train" if p.startswith("2019") else "" for p in PATHS}),
+    "tile_in": ("rules:\n  - tile: {in: [31TCJ]}\n    target: val\n",
+                {p: "val" if "31TCJ" in p else "" for p in PATHS}),
+    "tile_value_list": ("rules:\n  - tile: [31TCG]\n    year: 2020\n    target: val\n",
+                        {p: "val" if p.startswith("2020/31TCG") else "" for p in PATHS}),
+    "patch_x_min_max": ("rules:\n  - patch_x: {min: 2, max: 6}\n    target: train\n",
+                        {p: "train" if "_patch_05_" in p else "" for p in PATHS}),
+    "patch_y_in": ("rules:\n  - patch_y: {in: [2, 10]}\n    target: test\n",
+                   {p: "test" if p.endswith(("_02.nc", "_10.nc")) else "" for p in PATHS}),
+    "path_in": (f"rules:\n  - path: {{in: [2019_31TCG_patch_01_02.nc, {name(2020, '31TCJ', 9, 10)}]}}\n"
+                f"    target: test\n",
+                {p: "test" if p in (name(2019, "31TCG", 1, 2), name(2020, "31TCJ", 9, 10)) else "" for p in PATHS}),
+    "nested_with_guard": ("rules:\n  - year: 2019\n    rules:\n      - {tile: 31TCG, target: train}\n"
+                          "      - {tile: 31TCJ, target: val}\n  - year: 2020\n    target: test\n"
+                          "  - assert_none: true\n",
+                          {p: "test" if p.startswith("2020") else "train" if "31TCG" in p else "val" for p in PATHS}),
+}
+
+
+@pytest.mark.parametrize("construct", sorted(THESIS_FILES))
+def test_thesis_rule_files_load_unchanged(construct, tmp_path):
+    text, expected = THESIS_FILES[construct]
+    path = tmp_path / f"{construct}.yaml"
+    path.write_text(text)
+    table = names_table(PATHS)
+    result = apply_rules(load_rules(path), table, seed=0)
+    assert dict(zip(table["path"], result["split"])) == expected
+
+
+def test_thesis_fractional_target_list(tmp_path):
+    path = tmp_path / "fractions.yaml"
+    path.write_text("rules:\n  - target:\n      - {target: train, split: 0.5}\n"
+                    "      - {target: val, split: 0.25}\n      - {target: test}\n")
+    table = names_table(PATHS)
+    first = apply_rules(load_rules(path), table, seed=3)
+    assert first["split"].value_counts().to_dict() == {"train": 6, "val": 3, "test": 3}
+    assert first["split"].tolist() == apply_rules(load_rules(path), table, seed=3)["split"].tolist()
+
+
+def test_thesis_stratify_on_with_bins(tmp_path):
+    path = tmp_path / "strata.yaml"
+    path.write_text("rules:\n  - target:\n      - {target: train, split: 0.5}\n      - {target: test, split: 0.5}\n"
+                    "    stratify_on:\n      - {column: elevation_mean, bins: 2}\n")
+    table = elevation_table([10.0 * i for i in range(6)] + [1000.0 + i for i in range(6)])
+    result = apply_rules(load_rules(path), table, seed=0)
+    high = table["elevation_mean"] >= 1000
+    assert pd.crosstab(high, result["split"]).to_dict() == {"test": {False: 3, True: 3}, "train": {False: 3, True: 3}}
+
+
+def test_thesis_assert_none_reached_is_an_error(tmp_path):
+    path = tmp_path / "guard.yaml"
+    path.write_text("rules:\n  - {year: 2019, target: train}\n  - assert_none: true\n")
+    with pytest.raises(RuleError, match=r"rules\[1\]") as caught:
+        apply_rules(load_rules(path), names_table(PATHS), seed=0)
+    assert "2020_31TCG_patch_01_02.nc" in str(caught.value)
 
 
 def test_unmatched_patches_are_left_out_with_their_reason_and_rule():
@@ -326,6 +389,38 @@ def test_coco_file_errors_name_the_file(tmp_path):
     Path(f"{tmp_path / 'exp'}_test.json").write_text(json.dumps({"images": [{"id": 1}]}))
     with pytest.raises(SplitError, match=r"exp_test\.json: images\[0\]: 'file_name' missing"):
         read_coco(tmp_path / "exp")
+
+
+def _paper_coco(file_names: list[str], first_id: int) -> dict:
+    """A COCO document shaped like the S4A paper's scenario files: info, licenses, images named by
+    the patch file, parcel annotations (category_id, segmentation, bbox, area), categories."""
+    images = [{"id": first_id + i, "file_name": f, "width": 366, "height": 366, "license": 1,
+               "date_captured": f[:4]} for i, f in enumerate(file_names)]
+    annotations = [{"id": 10 * image["id"] + k, "image_id": image["id"], "category_id": code, "iscrowd": 0,
+                    "segmentation": [[10.0, 10.0, 60.0, 10.0, 60.0, 40.0, 10.0, 40.0]],
+                    "bbox": [10.0, 10.0, 50.0, 30.0], "area": 1500.0}
+                   for image in images for k, code in enumerate((110, 330))]
+    return {"info": {"description": "Sen4AgriNet", "version": "21.03", "year": 2021,
+                     "contributor": "NOA", "date_created": "2021/04/27"},
+            "licenses": [{"id": 1, "name": "CC BY 4.0", "url": "https://creativecommons.org/licenses/by/4.0/"}],
+            "images": images, "annotations": annotations,
+            "categories": [{"id": 110, "name": "wheat", "supercategory": "cereals"},
+                           {"id": 330, "name": "grapes", "supercategory": "fruits"}]}
+
+
+def test_coco_files_shaped_like_the_papers_import(tmp_path):
+    paths = [name(2020, "31TCG", 14, 14), name(2020, "31TCG", 14, 15), name(2019, "31TCJ", 3, 4),
+             name(2019, "31TCJ", 3, 5), name(2019, "31TCJ", 7, 7)]
+    names = [base(p) for p in paths]
+    assert names[0] == "2020_31TCG_patch_14_14.nc"
+    for split, chosen, first in (("train", names[:2], 1), ("val", names[2:3], 100), ("test", names[3:4], 200)):
+        Path(f"{tmp_path / 'scenario_1'}_{split}.json").write_text(json.dumps(_paper_coco(chosen, first)))
+    coco = read_coco(tmp_path / "scenario_1")
+    assert coco == {"train": names[:2], "val": names[2:3], "test": names[3:4]}
+    result, missing, dropped = coco_assign(names_table(paths), coco, [])
+    assert result["split"].tolist() == ["train", "train", "val", "test", ""]
+    assert result["reason"].tolist()[-1] == "not_in_coco"
+    assert missing == {"train": 0, "val": 0, "test": 0} and dropped == {}
 
 
 def test_subset_fractions_and_limit_are_seeded_samples():
