@@ -8,7 +8,7 @@ import argparse
 import sys
 import time
 
-from cropseg.atomic import atomic_dir
+from cropseg.atomic import atomic_dir, restore_hint
 from cropseg.dem import DemError, fetch_dem
 from cropseg.params import ParamsError, load_params
 
@@ -25,7 +25,7 @@ def main() -> int:
         with atomic_dir(args.out) as tmp:
             summary = fetch_dem(args.netcdf, tmp, params.dem)
     except (ParamsError, DemError) as error:
-        print(f"fetch_dem: error: {error}", file=sys.stderr)
+        print(f"fetch_dem: error: {error}\n{restore_hint(args.out)}", file=sys.stderr)
         return 1
     summary.seconds = time.perf_counter() - started
     print(summary.line())

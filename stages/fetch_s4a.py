@@ -3,6 +3,7 @@
 import argparse
 import sys
 
+from cropseg.atomic import restore_hint
 from cropseg.fetch import FetchError, fetch_s4a
 from cropseg.params import ParamsError, load_params
 
@@ -16,8 +17,11 @@ def main() -> int:
     try:
         params = load_params(args.params)
         summary = fetch_s4a(params.data, args.out, args.workers)
-    except (ParamsError, FetchError) as error:
+    except FetchError as error:  # its message ends with how to restore the previous output
         print(f"fetch_s4a: error: {error}", file=sys.stderr)
+        return 1
+    except ParamsError as error:
+        print(f"fetch_s4a: error: {error}\n{restore_hint(args.out)}", file=sys.stderr)
         return 1
     print(summary.line())
     return 0

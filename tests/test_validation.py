@@ -1,6 +1,8 @@
 """Validation of S4A files: every defect named with its file, for any source."""
 
 import shutil
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,6 +18,7 @@ from cropseg.synthetic import generate_patch, plan_patches, write_patch_netcdf
 
 from conftest import tiny_data
 
+REPO = Path(__file__).resolve().parents[1]
 CFG = tiny_data(patches=1).synthetic
 PLAN = plan_patches(CFG, [2019], ["31TCG"])[0]
 NAME = PLAN.name.filename
@@ -207,3 +210,15 @@ def test_mixed_folder_skip_keeps_the_good_files_and_reports_the_same_bytes_twice
     for path, found in zip(report.path, report.defects):
         assert defects[Path(path).name] in found
     assert ".tmp-" not in reports[0].decode()
+
+
+def test_the_stage_says_how_to_restore_what_dvc_deleted(tmp_path):
+    params = tmp_path / "params.yaml"
+    params.write_text(f"data:\n  source: local\n  local:\n    path: {tmp_path / 'nowhere'}\n")
+    done = subprocess.run([sys.executable, str(REPO / "stages" / "fetch_s4a.py"), "--params", str(params),
+                           "--out", "data/netcdf"], cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert lines[0] == f"fetch_s4a: error: data.local.path: {tmp_path / 'nowhere'} is not a directory"
+    assert lines[-1] == ("(under `dvc repro` the previous data/netcdf was deleted before this stage ran; "
+                         "`dvc checkout data/netcdf` restores it from the DVC cache)")
