@@ -263,7 +263,7 @@ class Selection(Section):
     @field_validator("method")
     @classmethod
     def _method(cls, value: str) -> str:
-        from .selection import parse_method  # the grammar lives beside the scores it names
+        from .selection_method import parse_method  # the grammar alone: no torch, no dataset (no import cycle)
 
         parse_method(value)
         return value

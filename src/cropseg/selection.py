@@ -16,7 +16,6 @@ in the block, and the kept samples stay in their block order.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,41 +26,9 @@ import torch
 from .dataset import Batch
 from .loss import parcel_nll
 from .precision import autocast
+from .selection_method import SCORES, SelectionError, parse_method  # noqa: F401  (re-exported)
 
-SCORES = ("random", "loss", "margin", "irreducible", "rho_loss")
-_TERM = re.compile(r"\s*([+-])?\s*(?:(\d+(?:\.\d*)?(?:[eE][+-]?\d+)?|\.\d+)\s*\*\s*)?([a-z_]+)\s*")
 IRREDUCIBLE_FILE = "losses.npy"
-
-
-class SelectionError(ValueError):
-    """A selection method that cannot be parsed or run."""
-
-
-def parse_method(method: str) -> dict[str, float] | None:
-    """``uniform`` -> None; a score name -> {name: 1}; ``"a*x - b*y"`` -> {x: a, y: -b}.
-
-    Raises :class:`SelectionError` naming the position and the known score names.
-    """
-    text = method.strip()
-    if text == "uniform":
-        return None
-    terms: dict[str, float] = {}
-    position = 0
-    while position < len(text):
-        match = _TERM.match(text, position)
-        if not match or (position > 0 and not match.group(1)):
-            raise SelectionError(f"selection.method {method!r}: cannot parse at position {position} "
-                                 f"(expected '[+|-] [number *] score'; scores: uniform, {', '.join(SCORES)})")
-        sign, coefficient, name = match.groups()
-        if name not in SCORES:
-            raise SelectionError(f"selection.method {method!r}: unknown score {name!r} "
-                                 f"(known: uniform, {', '.join(SCORES)})")
-        value = float(coefficient) if coefficient else 1.0
-        terms[name] = terms.get(name, 0.0) + (-value if sign == "-" else value)
-        position = match.end()
-    if not terms:
-        raise SelectionError(f"selection.method {method!r}: empty")
-    return terms
 
 
 def top_k(scores: torch.Tensor, k: int) -> torch.Tensor:
