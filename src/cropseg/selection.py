@@ -16,6 +16,7 @@ in the block, and the kept samples stay in their block order.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +26,7 @@ import torch
 
 from .dataset import Batch
 from .loss import parcel_nll
+from .precise_bn import batch_statistics
 from .precision import autocast
 from .selection_method import SCORES, SelectionError, parse_method  # noqa: F401  (re-exported)
 
@@ -44,14 +46,20 @@ def top_k(scores: torch.Tensor, k: int) -> torch.Tensor:
 
 @torch.no_grad()
 def per_sample_scores(model: torch.nn.Module, batch: Batch, weights: torch.Tensor, names: set[str], *,
-                      physical_batch_size: int, bf16: bool) -> dict[str, torch.Tensor]:
-    """``loss`` and/or ``margin`` per sample (NaN where a sample has no parcel pixels)."""
+                      physical_batch_size: int, bf16: bool, batch_norm_stats: bool = True) -> dict[str, torch.Tensor]:
+    """``loss`` and/or ``margin`` per sample (NaN where a sample has no parcel pixels).
+
+    ``batch_norm_stats``: BatchNorm layers normalise with each scored sub-batch's own statistics
+    (as the model trains) instead of their population statistics (as it predicts); see
+    ``selection.scoring_norm``.
+    """
     was_training = model.training
     model.eval()
     out: dict[str, list[torch.Tensor]] = {name: [] for name in names}
     for start in range(0, len(batch), physical_batch_size):
         micro = batch.take(slice(start, start + physical_batch_size))
-        with autocast(bf16, micro.x.device):
+        with (batch_statistics(model) if batch_norm_stats else contextlib.nullcontext()), \
+                autocast(bf16, micro.x.device):
             log_probs = model(micro.x)
         log_probs = log_probs.float()
         if "loss" in names:
@@ -112,6 +120,7 @@ class Selector:
         self.terms = parse_method(cfg.method) if cfg is not None else None
         self.block_size = cfg.block_size if cfg is not None and self.terms is not None else 1
         self.n_batches = cfg.n_batches_per_block if cfg is not None else 1
+        self.batch_norm_stats = cfg is None or cfg.scoring_norm == "batch"
         self.weights, self.physical_batch_size, self.bf16 = weights, physical_batch_size, bf16
         self.device, self.seed, self.truth, self.n_classes = device, seed, truth, n_classes
         self.irreducible = None
@@ -147,7 +156,7 @@ class Selector:
         needed = {"loss"} if "rho_loss" in self.terms else set()
         needed |= {n for n in ("loss", "margin") if n in self.terms}
         computed = per_sample_scores(model, block, self.weights, needed, physical_batch_size=self.physical_batch_size,
-                                     bf16=self.bf16) if needed else {}
+                                     bf16=self.bf16, batch_norm_stats=self.batch_norm_stats) if needed else {}
         total = torch.zeros(len(block), dtype=torch.float64)
         for name, coefficient in self.terms.items():
             if name == "random":
