@@ -1,12 +1,14 @@
 """BatchNorm measurement: precise BN (population statistics, recomputed before each validation)
 against batch statistics, over seeds, with the pipeline's own stage functions.
 
-    python experiments/precise_bn.py                  # the README table, ~25 min on 2 shared cores
-    python experiments/precise_bn.py --seeds 0 --epochs 4 --patches 8   # a smoke run
+    OMP_NUM_THREADS=1 python experiments/precise_bn.py   # the README table, ~35 min on 2 shared cores
+    python experiments/precise_bn.py --seeds 0 --epochs 2 --holdout-epochs 2   # a smoke run
 
-A reduced setting of the default pipeline (fewer patches and epochs, see the README for the
-numbers it printed): per seed (``train.seed``; data and split fixed), uniform for ``--epochs``
-epochs and rho_loss (block 2) for twice as many (equal samples seen), each with
+A reduced setting of the default pipeline, small enough for a shared 2-core machine: the data of
+the issue's one-seed check (8 synthetic patches on 2 tiles x 2 years, ``random_80_10_10``: 6
+train / 1 val / 1 test patches), a U-Net of width 8 instead of 16, uniform for ``--epochs`` (15)
+epochs and rho_loss (block 2) for twice as many (equal samples seen), the holdout model for 20
+epochs. Per seed (``train.seed``; data and split fixed):
 
 * ``batch``: ``model.norm: batch`` (eval mode normalises with each batch's own statistics);
 * ``precise``: ``model.norm: precise``, selection scored with batch statistics
@@ -49,8 +51,10 @@ def main() -> int:
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--patches", type=int, default=8)
     parser.add_argument("--rules", default="random_80_10_10", help="split preset")
-    parser.add_argument("--epochs", type=int, default=5, help="uniform's epochs; rho_loss gets twice as many")
+    parser.add_argument("--epochs", type=int, default=15, help="uniform's epochs; rho_loss gets twice as many")
     parser.add_argument("--holdout-epochs", type=int, default=20)
+    parser.add_argument("--holdout-val-every", type=int, default=5, help="validate the holdout model every N epochs")
+    parser.add_argument("--width", type=int, default=8, help="U-Net width (the default pipeline's is 16)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--work", type=Path, default=Path(".cache/precise_bn"))
     parser.add_argument("--out", type=Path, default=Path(".cache/precise_bn/out"))
@@ -62,6 +66,9 @@ def main() -> int:
     raw["split"]["rules"] = args.rules
     raw["tracking"]["wandb"] = "disabled"
     raw["holdout"]["epochs"] = args.holdout_epochs
+    raw["holdout"]["val_every"] = args.holdout_val_every
+    raw["data"]["tiles"] = ["31TCG", "31TCJ"]  # the data of the issue's one-seed check: 8 patches, 6/1/1
+    raw["model"]["width"] = args.width
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
     base = parse_params(raw, args.params)
