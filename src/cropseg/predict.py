@@ -184,18 +184,25 @@ def predict_patches(*, model_path: Path, medians: Path, netcdf: Path, patch_list
 
 
 def _plot_mosaic(vrt: Path, grids: dict[str, PatchGrid], truth: dict[str, np.ndarray], names: tuple[str, ...],
-                 colours: np.ndarray, path: Path, title: str) -> None:
-    """The mosaic read back through its VRT (nearest, at most PREVIEW_MAX_SIDE px) beside the labels."""
+                 colours: np.ndarray, path: Path, title: str, zoomed: int = 2) -> None:
+    """The mosaic read back through its VRT (nearest, at most PREVIEW_MAX_SIDE px) beside the labels,
+    then up to ``zoomed`` of its patches at full resolution (also read through the VRT)."""
     import rasterio
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch, Rectangle
     from rasterio.enums import Resampling
+    from rasterio.windows import from_bounds
 
     from .evaluate import _pyplot
 
+    shown = sorted(grids)[:zoomed]
     with rasterio.open(vrt) as mosaic:
         step = max(1, math.ceil(max(mosaic.width, mosaic.height) / PREVIEW_MAX_SIDE))
         shape = (math.ceil(mosaic.height / step), math.ceil(mosaic.width / step))
         predicted = mosaic.read(1, out_shape=shape, resampling=Resampling.nearest)
         left, top, xres, yres = mosaic.transform.c, mosaic.transform.f, mosaic.transform.a, mosaic.transform.e
+        patches = {r: mosaic.read(1, window=from_bounds(*grids[r].bounds, transform=mosaic.transform))
+                   for r in shown}
     labels = np.zeros(shape, dtype=np.uint8)
     for relpath, grid in grids.items():
         row0 = int(round((grid.bounds[3] - top) / yres)) // step
@@ -204,22 +211,29 @@ def _plot_mosaic(vrt: Path, grids: dict[str, PatchGrid], truth: dict[str, np.nda
         h, w = min(part.shape[0], shape[0] - row0), min(part.shape[1], shape[1] - col0)
         labels[row0:row0 + h, col0:col0 + w] = part[:h, :w]
     plt = _pyplot()
-    from matplotlib.colors import ListedColormap
-    from matplotlib.patches import Patch
-
     cmap = ListedColormap(np.vstack([[1.0, 1.0, 1.0], colours[1:]]))  # no data white, classes in their colours
-    extent = (left / 1000, (left + xres * step * shape[1]) / 1000, (top + yres * step * shape[0]) / 1000, top / 1000)
-    fig, axes = plt.subplots(1, 2, figsize=(12, 6.4), sharex=True, sharey=True, constrained_layout=True)
-    for ax, image, name in ((axes[0], predicted, "prediction (mosaic VRT)"), (axes[1], labels, "labels")):
-        ax.imshow(image, cmap=cmap, vmin=0, vmax=len(names) - 1, interpolation="nearest", extent=extent)
-        ax.set_title(name)
+    style = {"cmap": cmap, "vmin": 0, "vmax": len(names) - 1, "interpolation": "nearest"}
+    km = 1000.0
+    extent = (left / km, (left + xres * step * shape[1]) / km, (top + yres * step * shape[0]) / km, top / km)
+    fig, axes = plt.subplots(1 + len(shown), 2, figsize=(11, 5.2 + 4.6 * len(shown)), squeeze=False,
+                             constrained_layout=True)
+    for ax, image, name in ((axes[0, 0], predicted, "prediction (mosaic VRT)"), (axes[0, 1], labels, "labels")):
+        ax.imshow(image, extent=extent, **style)
+        for grid in grids.values():  # patch footprints, so that small patches on a large tile stay visible
+            x0, y0, x1, y1 = (b / km for b in grid.bounds)
+            ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor="black", linewidth=0.8))
+        ax.set_title(f"{title}: {name}")
         ax.set_xlabel("easting (km)")
-    axes[0].set_ylabel("northing (km)")
-    present = sorted(set(np.unique(predicted)) | set(np.unique(labels)) - {0})
-    handles = [Patch(color=colours[k], label=names[k]) for k in present if k]
+        ax.set_ylabel("northing (km)")
+    for row, relpath in enumerate(shown, start=1):
+        x0, y0, x1, y1 = (b / km for b in grids[relpath].bounds)
+        for col, (image, name) in enumerate(((patches[relpath], "prediction"), (truth[relpath], "labels"))):
+            axes[row, col].imshow(image, extent=(x0, x1, y0, y1), **style)
+            axes[row, col].set_title(f"{Path(relpath).stem}: {name}", fontsize=10)
+    present = sorted((set(np.unique(predicted).tolist()) | set(np.unique(labels).tolist())) - {0})
+    handles = [Patch(color=colours[k], label=names[k]) for k in present]
     fig.legend(handles=handles, loc="outside lower center", ncol=min(6, max(1, len(handles))), frameon=False)
-    fig.suptitle(f"{title}: {len(grids)} patch(es), predicted classes vs labels (white: no patch / background)")
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_file(path, "wb") as handle:
-        fig.savefig(handle, format="png", dpi=100, metadata={"Software": None})
+        fig.savefig(handle, format="png", dpi=90, metadata={"Software": None})
     plt.close(fig)
