@@ -17,7 +17,7 @@ epochs. Per seed (``train.seed``; data and split fixed):
 
 Per run: best val weighted F1, mean of the last 5 validations, mean absolute change between
 consecutive validations, and test weighted F1 of the best checkpoint (the evaluate stage's
-function, batch size 16). Results: --out/results.csv and a Markdown table on stdout.
+function, batch size 16). Results: --out/precise_bn.csv and a Markdown table on stdout.
 """
 
 import argparse
@@ -57,7 +57,7 @@ def main() -> int:
     parser.add_argument("--width", type=int, default=8, help="U-Net width (the default pipeline's is 16)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--work", type=Path, default=Path(".cache/precise_bn"))
-    parser.add_argument("--out", type=Path, default=Path(".cache/precise_bn/out"))
+    parser.add_argument("--out", type=Path, default=Path("experiments/results"), help="precise_bn.csv goes here")
     args = parser.parse_args()
 
     raw = yaml.safe_load(Path(args.params).read_text())
@@ -116,7 +116,7 @@ def main() -> int:
                              "last5_val_wf1": last5, "mean_abs_change": change,
                              "test_wf1": test.metrics["test"]["weighted_f1"], "seconds": result.seconds})
                 args.out.mkdir(parents=True, exist_ok=True)
-                pd.DataFrame(rows).to_csv(args.out / "results.csv", index=False)
+                pd.DataFrame(rows).to_csv(args.out / "precise_bn.csv", index=False)
     frame = pd.DataFrame(rows)
     cols = ["best_val_wf1", "last5_val_wf1", "mean_abs_change", "test_wf1"]
     mean = frame.groupby(["method", "norm"])[cols].mean()
