@@ -146,33 +146,51 @@ def test_reruns_write_the_same_bytes(world, tmp_path):
     assert digests(tmp_path / "a") == digests(tmp_path / "b") and len(digests(tmp_path / "a")) > 5
 
 
+def _pop_attributes(group) -> dict:
+    """crs/transform removed from wherever the writer put them (the group or the variable labels)."""
+    found = {}
+    for owner in (group, group["labels"]):
+        for name in ("crs", "transform"):
+            if name in owner.ncattrs():
+                found[name] = owner.getncattr(name)
+                owner.delncattr(name)
+    return found
+
+
 def _move_attributes_to_variable(src: Path, dst: Path, drop_transform: bool = False) -> None:
     """The published S4A layout: crs/transform on the variable labels/labels, not on the group."""
     shutil.copy(src, dst)
     with netCDF4.Dataset(dst, "a") as ds:
-        group = ds["labels"]
-        crs, transform = group.getncattr("crs"), group.getncattr("transform")
-        group.delncattr("crs")
-        group.delncattr("transform")
-        group["labels"].setncattr("crs", crs)
+        found = _pop_attributes(ds["labels"])
+        ds["labels"]["labels"].setncattr("crs", found["crs"])
         if not drop_transform:
-            group["labels"].setncattr("transform", transform)
+            ds["labels"]["labels"].setncattr("transform", found["transform"])
+
+
+def _move_attributes_to_group(src: Path, dst: Path) -> None:
+    """Copies made by other tools: crs/transform on the group."""
+    shutil.copy(src, dst)
+    with netCDF4.Dataset(dst, "a") as ds:
+        ds["labels"].setncatts(_pop_attributes(ds["labels"]))
 
 
 def test_grid_read_from_the_variable_the_group_or_the_coordinates(world, tmp_path):
     root, paths, _ = world
     source = root / "netcdf" / paths[0]
     reference = read_patch_grid(source)
-    for drop in (False, True):
-        copy = tmp_path / f"{drop}_{Path(paths[0]).name}"
-        _move_attributes_to_variable(source, copy, drop_transform=drop)
+    for layout in ("variable", "group", "coordinates"):
+        copy = tmp_path / f"{layout}_{Path(paths[0]).name}"
+        if layout == "group":
+            _move_attributes_to_group(source, copy)
+        else:
+            _move_attributes_to_variable(source, copy, drop_transform=layout == "coordinates")
         grid = read_patch_grid(copy)
         assert grid.crs == reference.crs and (grid.height, grid.width) == (reference.height, reference.width)
         assert grid.transform.almost_equals(reference.transform)
     broken = tmp_path / Path(paths[0]).name
     shutil.copy(source, broken)
     with netCDF4.Dataset(broken, "a") as ds:
-        ds["labels"].delncattr("crs")
+        _pop_attributes(ds["labels"])
     with pytest.raises(GeorefError, match=rf"{broken.name}: labels: attribute 'crs' missing"):
         read_patch_grid(broken)
 
