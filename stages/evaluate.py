@@ -4,8 +4,9 @@
 
 Writes metrics.json (DVC metrics), per_class.csv, confusion.csv / confusion_matrix.csv,
 patch_scores.csv, confusion.png, per_class_f1.png, previews.png and report.md; the folder is
-replaced atomically. Device and precision follow params `train.device` / `train.precision`,
-the loader workers `loader.workers`; months and normalisation come from the model file.
+replaced atomically. Device, precision and batch size follow params `train.device` /
+`train.precision` / `train.physical_batch_size`, the loader workers `loader.workers`; months and
+normalisation come from the model file.
 """
 
 import argparse
@@ -30,7 +31,9 @@ def main() -> int:
     parser.add_argument("--clean", default=str(DEFAULTS.clean),
                         help="synthetic clean label maps, used when present (default: %(default)s)")
     parser.add_argument("--out", default=str(DEFAULTS.out), help="output folder (default: %(default)s)")
-    parser.add_argument("--batch-size", type=int, default=16, help="sub-patches per forward pass (default: 16)")
+    parser.add_argument("--batch-size", type=int, help="sub-patches per forward pass (default: params "
+                                                       "train.physical_batch_size; results depend on it only "
+                                                       "with model.norm: batch)")
     parser.add_argument("--previews", type=int, default=4, help="test patches drawn in previews.png (default: 4)")
     args = parser.parse_args()
     try:
@@ -38,7 +41,8 @@ def main() -> int:
         result = evaluate(EvaluatePaths(model=Path(args.model), medians=Path(args.medians), split=Path(args.split),
                                         patches=Path(args.patches), clean=Path(args.clean), out=Path(args.out)),
                           label_set_name=params.labels, device=params.train.device,
-                          precision=params.train.precision, batch_size=args.batch_size,
+                          precision=params.train.precision,
+                          batch_size=args.batch_size or params.train.physical_batch_size,
                           workers=params.loader.workers, previews=args.previews)
     except (ParamsError, EvaluateError, DatasetError, LabelSetError, FileNotFoundError) as error:
         print(f"evaluate: error: {error}", file=sys.stderr)

@@ -3,10 +3,6 @@
 import argparse
 import sys
 
-from cropseg.atomic import restore_hint
-from cropseg.fetch import FetchError, fetch_s4a
-from cropseg.params import ParamsError, load_params
-
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
@@ -14,6 +10,11 @@ def main() -> int:
     parser.add_argument("--out", default="data/netcdf", help="output folder, replaced atomically")
     parser.add_argument("--workers", type=int, default=None, help="processes (default: CPU count, max 8)")
     args = parser.parse_args()
+    # imported after parsing, so `--help` stays instant (no netCDF, SciPy or Hugging Face imports)
+    from cropseg.atomic import restore_hint
+    from cropseg.fetch import FetchError, fetch_s4a
+    from cropseg.params import ParamsError, load_params
+
     try:
         params = load_params(args.params)
         summary = fetch_s4a(params.data, args.out, args.workers)

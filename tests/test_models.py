@@ -20,7 +20,7 @@ def test_shape_and_normalised(arch, size):
         out = model(x)
     assert out.shape == (2, 5, *size) and out.dtype == torch.float32
     torch.testing.assert_close(out.exp().sum(1), torch.ones(2, *size))
-    assert model.config == {"arch": arch, **SMALL}
+    assert model.config == {"arch": arch, **SMALL, "norm": "precise"}
 
 
 @pytest.mark.parametrize("arch", ARCHS)

@@ -62,3 +62,21 @@ def test_load_params_reports_file_problems(tmp_path):
     broken.write_text(yaml.safe_dump(["a", "list"]))
     with pytest.raises(ParamsError, match="expected a mapping"):
         load_params(broken)
+
+
+def test_loading_params_imports_neither_torch_nor_the_training_code():
+    # a fresh interpreter: params -> selection -> dataset -> medians -> params was a cycle pulling torch
+    # into every stage, fetch_s4a included
+    import subprocess
+    import sys
+
+    code = ("import sys; from cropseg.params import load_params; p = load_params('params.yaml'); "
+            "heavy = sorted(m for m in sys.modules if m == 'torch' or m in ('cropseg.selection', "
+            "'cropseg.dataset', 'cropseg.medians')); print(p.selection.method, heavy)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == [load_params(REPO / "params.yaml").selection.method, "[]"]
+
+
+def test_a_bad_selection_method_is_still_rejected_when_params_load():
+    with pytest.raises(ParamsError, match=r"selection\.method.*unknown score 'los'"):
+        parse_params({"selection": {"method": "los"}})

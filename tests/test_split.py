@@ -222,7 +222,8 @@ def test_default_preset_on_the_default_synthetic_patches():
 
 def test_every_preset_is_valid_and_commented():
     presets = sorted(PRESETS.glob("*.yaml"))
-    assert {p.stem for p in presets} >= {"random_80_10_10", "stratified_elevation", "temporal_tile_year", "tiny"}
+    assert {p.stem for p in presets} >= {"random_80_10_10", "stratified_elevation", "temporal_tile_year", "tiny",
+                                        "tile_holdout"}
     for path in presets:
         assert path.read_text().startswith("# "), path
         parse_rules(yaml.safe_load(path.read_text()), str(path))
@@ -601,3 +602,70 @@ def test_stage_script_help_and_run(patches, tmp_path):
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("split: rules temporal_tile_year: 6 patches -> train 4, val 1, test 1")
+
+
+#: 5 tiles x 2 years x 3 grid positions, hand-built.
+TILES5 = ("31TCG", "31TCJ", "31TCK", "31TDG", "31TDF")
+GRID_PATHS = [name(year, tile, x, y) for year in (2019, 2020) for tile in TILES5
+              for x, y in ((1, 1), (12, 3), (25, 28))]
+SPATIAL = [{"target": [{"target": "train", "split": 0.6}, {"target": "val", "split": 0.2},
+                       {"target": "test", "split": 0.2}], "group_by": ["tile"]}]
+
+
+def _tiles_of(got: dict[str, str]) -> dict[str, set[str]]:
+    by_split: dict[str, set[str]] = {}
+    for path, split in got.items():
+        by_split.setdefault(split, set()).add(path.split("/")[1])
+    return by_split
+
+
+def test_group_by_tile_puts_whole_tiles_in_one_split():
+    for seed in range(4):
+        got = assign(SPATIAL, paths=GRID_PATHS, seed=seed)
+        tiles = _tiles_of(got)
+        assert {k: len(v) for k, v in tiles.items()} == {"train": 3, "val": 1, "test": 1}  # allocate(5) over tiles
+        assert tiles["train"].isdisjoint(tiles["test"] | tiles["val"]) and tiles["val"].isdisjoint(tiles["test"])
+        assert sum(1 for v in got.values() if v == "test") == 6  # a tile: 2 years x 3 positions
+    draws = {frozenset(_tiles_of(assign(SPATIAL, paths=GRID_PATHS, seed=s))["test"]) for s in range(6)}
+    assert len(draws) > 1  # the seed chooses the tiles
+
+
+def test_group_by_blocks_of_the_patch_grid():
+    rules = [{**SPATIAL[0], "group_by": ["tile", {"column": "patch_x", "size": 10}, {"column": "patch_y", "size": 10}]}]
+    got = assign(rules, paths=GRID_PATHS, seed=1)
+    blocks: dict[tuple, set[str]] = {}
+    for path, split in got.items():
+        year, tile, rest = path.split("/")
+        x, y = int(rest[-8:-6]), int(rest[-5:-3])
+        blocks.setdefault((tile, x // 10, y // 10), set()).add(split)
+    assert len(blocks) == 15 and all(len(s) == 1 for s in blocks.values())  # both years of a block together
+    counts = pd.Series([next(iter(s)) for s in blocks.values()]).value_counts().to_dict()
+    assert counts == {"train": 9, "val": 3, "test": 3}
+
+
+def test_group_by_errors_name_the_rule():
+    with pytest.raises(RuleError) as caught:
+        parse_rules({"rules": [{"target": "train", "group_by": ["tile"]},
+                               {**SPATIAL[0], "stratify_on": ["elevation_mean"]},
+                               {**SPATIAL[0], "group_by": [{"column": "patch_x", "size": 0}]}]})
+    assert [p[0] for p in caught.value.problems] == ["rules[0].group_by", "rules[1].group_by",
+                                                     "rules[2].group_by[0].size"]
+    with pytest.raises(RuleError, match=r"rules\[0\].group_by\[0\]: unknown column 'county'"):
+        assign([{**SPATIAL[0], "group_by": ["county"]}], paths=GRID_PATHS)
+    with pytest.raises(RuleError, match=r"column 'tile' is not numeric"):
+        assign([{**SPATIAL[0], "group_by": [{"column": "tile", "size": 2}]}], paths=GRID_PATHS)
+
+
+def test_the_default_run_holds_out_whole_tiles_with_three_test_patches():
+    from cropseg.params import load_params
+
+    params = load_params(ROOT / "params.yaml")
+    assert params.split.rules == "tile_holdout"
+    paths = [p.name.relpath for p in plan_patches(params.data.synthetic, params.data.years, params.data.tiles)]
+    preset = PRESETS / f"{params.split.rules}.yaml"
+    result = apply_rules(parse_rules(yaml.safe_load(preset.read_text()), str(preset)), names_table(paths),
+                         seed=params.split.seed)
+    got = dict(zip(paths, result["split"]))
+    assert pd.Series(list(got.values())).value_counts().to_dict() == {"train": 6, "val": 3, "test": 3}
+    tiles = _tiles_of(got)
+    assert tiles["test"].isdisjoint(tiles["train"]) and tiles["val"].isdisjoint(tiles["train"])

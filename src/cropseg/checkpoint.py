@@ -64,6 +64,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[to
     if content.get("format") != "cropseg-model-1":
         raise ValueError(f"{path}: not a cropseg model file (format {content.get('format')!r})")
     config = dict(content["model"])
+    config.setdefault("norm", "batch")  # files written before model.norm existed normalised with batch statistics
     model = build_model(config.pop("arch"), **config)
     model.load_state_dict(content["state_dict"])
     return model.to(device).eval(), content

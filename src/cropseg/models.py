@@ -48,32 +48,34 @@ def init_head_bias(head: nn.Conv2d, class_frequencies: Any) -> None:
         head.bias.copy_(freq.log().to(head.bias.dtype))
 
 
-def norm(channels: int) -> nn.BatchNorm2d:
-    """BatchNorm that always normalises with the statistics of the batch at hand (no running stats).
+NORMS = ("precise", "batch")
 
-    Measured on synthetic S4A (default data, uniform, 20 epochs, lr 3e-3): standard BatchNorm's
-    running statistics lag the weights on small datasets, so eval-mode val accuracy jumped between
-    0.41 and 0.67 from epoch to epoch while the same weights with batch statistics stayed at
-    0.64-0.69; GroupNorm (8 or 4 groups, or 1) removed the jumps but learnt about 3x slower (val
-    weighted F1 0.66-0.69 after 20 epochs); batch statistics in training *and* evaluation learnt
-    fast and smoothly (0.92, peak 0.97). A model therefore scores samples for data selection
-    exactly as it trains on them. The price: a prediction depends a little on the other samples of
-    its batch, so evaluation uses fixed batches (``physical_batch_size``), deterministic; predict
-    in batches of several sub-patches (a whole patch is 36), not one at a time.
+
+def norm(channels: int, kind: str = "precise") -> nn.BatchNorm2d:
+    """BatchNorm2d; ``kind`` says which statistics eval mode normalises with.
+
+    ``precise`` (default): population statistics (``track_running_stats=True``), which the
+    training loop recomputes for the current weights before every validation and before saving
+    (:mod:`cropseg.precise_bn`): a prediction does not depend on the other samples of its batch.
+    ``batch``: no running statistics, eval mode normalises with the statistics of the batch at
+    hand (a form of test-time adaptation): predictions change with batch size and batch mates.
+    The measurement behind the default is in the README (Training, "BatchNorm").
     """
-    return nn.BatchNorm2d(channels, track_running_stats=False)
+    if kind not in NORMS:
+        raise ValueError(f"unknown norm {kind!r}; expected one of {', '.join(NORMS)}")
+    return nn.BatchNorm2d(channels, track_running_stats=kind == "precise")
 
 
 class DoubleConv(nn.Sequential):
-    """(3x3 conv, BatchNorm on batch statistics, ReLU) twice."""
+    """(3x3 conv, BatchNorm, ReLU) twice."""
 
-    def __init__(self, c_in: int, c_out: int) -> None:
+    def __init__(self, c_in: int, c_out: int, norm_kind: str = "precise") -> None:
         super().__init__(
             nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
-            norm(c_out),
+            norm(c_out, norm_kind),
             nn.ReLU(inplace=True),
             nn.Conv2d(c_out, c_out, 3, padding=1, bias=False),
-            norm(c_out),
+            norm(c_out, norm_kind),
             nn.ReLU(inplace=True),
         )
 
@@ -86,16 +88,17 @@ class UNet(nn.Module):
     zero-padded to a multiple of ``2**depth`` (split evenly on both sides) and cropped back.
     """
 
-    def __init__(self, bands: int, months: int, n_classes: int, width: int, depth: int) -> None:
+    def __init__(self, bands: int, months: int, n_classes: int, width: int, depth: int,
+                 norm: str = "precise") -> None:
         super().__init__()
         if depth < 0 or width < 1:
             raise ValueError(f"UNet needs width >= 1 and depth >= 0, got width={width}, depth={depth}")
         self.depth = depth
         chans = [width * 2**i for i in range(depth + 1)]
-        self.inc = DoubleConv(bands * months, chans[0])
-        self.down = nn.ModuleList(DoubleConv(chans[i], chans[i + 1]) for i in range(depth))
+        self.inc = DoubleConv(bands * months, chans[0], norm)
+        self.down = nn.ModuleList(DoubleConv(chans[i], chans[i + 1], norm) for i in range(depth))
         self.up = nn.ModuleList(nn.ConvTranspose2d(chans[i + 1], chans[i], 2, stride=2) for i in reversed(range(depth)))
-        self.dec = nn.ModuleList(DoubleConv(2 * chans[i], chans[i]) for i in reversed(range(depth)))
+        self.dec = nn.ModuleList(DoubleConv(2 * chans[i], chans[i], norm) for i in reversed(range(depth)))
         self.head = nn.Conv2d(chans[0], n_classes, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -157,8 +160,9 @@ class ConvSTAR(nn.Module):
     classifies the last hidden state of the last layer. No down-sampling, so any H, W works.
     """
 
-    def __init__(self, bands: int, months: int, n_classes: int, width: int, depth: int, kernel_size: int = 3) -> None:
-        super().__init__()
+    def __init__(self, bands: int, months: int, n_classes: int, width: int, depth: int, kernel_size: int = 3,
+                 norm: str = "precise") -> None:
+        super().__init__()  # no BatchNorm: ``norm`` is accepted so every arch takes the same arguments
         if depth < 1 or width < 1:
             raise ValueError(f"ConvSTAR needs width >= 1 and depth >= 1, got width={width}, depth={depth}")
         self.cells = nn.ModuleList(ConvSTARCell(bands if i == 0 else width, width, kernel_size) for i in range(depth))
@@ -191,6 +195,7 @@ def build_model(
     n_classes: int,
     width: int,
     depth: int,
+    norm: str = "precise",
     class_frequencies: Any = None,
 ) -> nn.Module:
     """Instantiate ``MODELS[arch]``; with ``class_frequencies`` the head bias is log(frequency).
@@ -203,11 +208,14 @@ def build_model(
     for key, value in {"bands": bands, "months": months, "n_classes": n_classes}.items():
         if value < 1:
             raise ValueError(f"{key} must be >= 1, got {value}")
-    model = MODELS[arch](bands=bands, months=months, n_classes=n_classes, width=width, depth=depth)
+    if norm not in NORMS:
+        raise ValueError(f"unknown norm {norm!r}; expected one of {', '.join(NORMS)}")
+    model = MODELS[arch](bands=bands, months=months, n_classes=n_classes, width=width, depth=depth, norm=norm)
     if class_frequencies is not None:
         init_head_bias(model.head, class_frequencies)
-    model.config = {"arch": arch, "bands": bands, "months": months, "n_classes": n_classes, "width": width, "depth": depth}
+    model.config = {"arch": arch, "bands": bands, "months": months, "n_classes": n_classes, "width": width,
+                    "depth": depth, "norm": norm}
     return model
 
 
-__all__ = ["MODELS", "UNet", "ConvSTAR", "ConvSTARCell", "build_model", "init_head_bias"]
+__all__ = ["MODELS", "NORMS", "norm", "UNet", "ConvSTAR", "ConvSTARCell", "build_model", "init_head_bias"]

@@ -195,6 +195,12 @@ class Model(Section):
     arch: Literal["unet", "convstar"] = "unet"
     width: int = Field(16, ge=1, le=1024, description="channels of the first level / recurrent layers")
     depth: int = Field(3, ge=1, le=6, description="U-Net down-samplings / ConvSTAR layers")
+    norm: Literal["precise", "batch"] = Field(
+        "precise", description="precise: BatchNorm population statistics recomputed before each validation "
+                               "(batch-independent predictions); batch: each batch's own statistics, also in eval "
+                               "(predictions depend on batch mates)")
+    precise_bn_samples: int = Field(128, ge=1, le=1_000_000,
+                                    description="training sub-patches (a fixed seeded sample) that recompute them")
 
 
 class Loader(Section):
@@ -259,11 +265,14 @@ class Selection(Section):
                                                "or a weighted sum such as '1.0*loss - 0.5*irreducible'")
     block_size: int = Field(2, ge=1, le=1000, description="samples considered per sample kept (1: no selection)")
     n_batches_per_block: int = Field(1, ge=1, le=1000, description="optimiser steps per selected block")
+    scoring_norm: Literal["population", "batch"] = Field(
+        "batch", description="BatchNorm statistics the scores use: batch (the scored sub-batch's own, as the "
+                            "model trains) | population (the running statistics, as the model predicts)")
 
     @field_validator("method")
     @classmethod
     def _method(cls, value: str) -> str:
-        from .selection import parse_method  # the grammar lives beside the scores it names
+        from .selection_method import parse_method  # the grammar alone: no torch, no dataset (no import cycle)
 
         parse_method(value)
         return value

@@ -16,7 +16,7 @@ in the block, and the kept samples stay in their block order.
 
 from __future__ import annotations
 
-import re
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,42 +26,11 @@ import torch
 
 from .dataset import Batch
 from .loss import parcel_nll
+from .precise_bn import batch_statistics
 from .precision import autocast
+from .selection_method import SCORES, SelectionError, parse_method  # noqa: F401  (re-exported)
 
-SCORES = ("random", "loss", "margin", "irreducible", "rho_loss")
-_TERM = re.compile(r"\s*([+-])?\s*(?:(\d+(?:\.\d*)?(?:[eE][+-]?\d+)?|\.\d+)\s*\*\s*)?([a-z_]+)\s*")
 IRREDUCIBLE_FILE = "losses.npy"
-
-
-class SelectionError(ValueError):
-    """A selection method that cannot be parsed or run."""
-
-
-def parse_method(method: str) -> dict[str, float] | None:
-    """``uniform`` -> None; a score name -> {name: 1}; ``"a*x - b*y"`` -> {x: a, y: -b}.
-
-    Raises :class:`SelectionError` naming the position and the known score names.
-    """
-    text = method.strip()
-    if text == "uniform":
-        return None
-    terms: dict[str, float] = {}
-    position = 0
-    while position < len(text):
-        match = _TERM.match(text, position)
-        if not match or (position > 0 and not match.group(1)):
-            raise SelectionError(f"selection.method {method!r}: cannot parse at position {position} "
-                                 f"(expected '[+|-] [number *] score'; scores: uniform, {', '.join(SCORES)})")
-        sign, coefficient, name = match.groups()
-        if name not in SCORES:
-            raise SelectionError(f"selection.method {method!r}: unknown score {name!r} "
-                                 f"(known: uniform, {', '.join(SCORES)})")
-        value = float(coefficient) if coefficient else 1.0
-        terms[name] = terms.get(name, 0.0) + (-value if sign == "-" else value)
-        position = match.end()
-    if not terms:
-        raise SelectionError(f"selection.method {method!r}: empty")
-    return terms
 
 
 def top_k(scores: torch.Tensor, k: int) -> torch.Tensor:
@@ -77,14 +46,20 @@ def top_k(scores: torch.Tensor, k: int) -> torch.Tensor:
 
 @torch.no_grad()
 def per_sample_scores(model: torch.nn.Module, batch: Batch, weights: torch.Tensor, names: set[str], *,
-                      physical_batch_size: int, bf16: bool) -> dict[str, torch.Tensor]:
-    """``loss`` and/or ``margin`` per sample (NaN where a sample has no parcel pixels)."""
+                      physical_batch_size: int, bf16: bool, batch_norm_stats: bool = True) -> dict[str, torch.Tensor]:
+    """``loss`` and/or ``margin`` per sample (NaN where a sample has no parcel pixels).
+
+    ``batch_norm_stats``: BatchNorm layers normalise with each scored sub-batch's own statistics
+    (as the model trains) instead of their population statistics (as it predicts); see
+    ``selection.scoring_norm``.
+    """
     was_training = model.training
     model.eval()
     out: dict[str, list[torch.Tensor]] = {name: [] for name in names}
     for start in range(0, len(batch), physical_batch_size):
         micro = batch.take(slice(start, start + physical_batch_size))
-        with autocast(bf16, micro.x.device):
+        with (batch_statistics(model) if batch_norm_stats else contextlib.nullcontext()), \
+                autocast(bf16, micro.x.device):
             log_probs = model(micro.x)
         log_probs = log_probs.float()
         if "loss" in names:
@@ -145,6 +120,7 @@ class Selector:
         self.terms = parse_method(cfg.method) if cfg is not None else None
         self.block_size = cfg.block_size if cfg is not None and self.terms is not None else 1
         self.n_batches = cfg.n_batches_per_block if cfg is not None else 1
+        self.batch_norm_stats = cfg is None or cfg.scoring_norm == "batch"
         self.weights, self.physical_batch_size, self.bf16 = weights, physical_batch_size, bf16
         self.device, self.seed, self.truth, self.n_classes = device, seed, truth, n_classes
         self.irreducible = None
@@ -180,7 +156,7 @@ class Selector:
         needed = {"loss"} if "rho_loss" in self.terms else set()
         needed |= {n for n in ("loss", "margin") if n in self.terms}
         computed = per_sample_scores(model, block, self.weights, needed, physical_batch_size=self.physical_batch_size,
-                                     bf16=self.bf16) if needed else {}
+                                     bf16=self.bf16, batch_norm_stats=self.batch_norm_stats) if needed else {}
         total = torch.zeros(len(block), dtype=torch.float64)
         for name, coefficient in self.terms.items():
             if name == "random":

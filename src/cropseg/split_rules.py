@@ -13,6 +13,11 @@ sets exactly one outcome:
     ``count``; if fewer patches reach the rule, the counts are scaled down by the same rounding).
     The rule may add ``stratify_on: [{column: elevation_mean, bins: 6}, ...]``: patches are
     grouped into strata by binned columns of the per-patch table and each stratum is split alone.
+    Or it may add ``group_by: [tile, {column: patch_x, size: 10}, ...]``: the random split then
+    draws whole *groups* (patches with equal values of the columns; ``size`` cuts a numeric
+    column into blocks ``value // size``), fractions and counts are of groups, and every patch of
+    a group lands in the same split: a spatial hold-out (whole tiles, or whole blocks of a
+    tile's 30 x 30 patch grid).
 ``rules: [...]``
     nested rules, applied to the patches that pass this rule's filters. A patch reaching a nested
     list that no nested rule matches is left out (``rules: []`` leaves out everything it matches).
@@ -67,7 +72,7 @@ import yaml
 SPLITS = ("train", "val", "test")
 FILTER_KEYS = ("year", "tile", "patch_x", "patch_y", "path")
 OUTCOME_KEYS = ("target", "rules", "assert_none")
-RULE_KEYS = FILTER_KEYS + OUTCOME_KEYS + ("stratify_on",)
+RULE_KEYS = FILTER_KEYS + OUTCOME_KEYS + ("stratify_on", "group_by")
 RANGE_KEYS = ("min", "max", "in")
 _INT_FILTERS = ("year", "patch_x", "patch_y")
 _TILE = re.compile(r"^\d{2}[C-X][A-Z]{2}$")
@@ -117,6 +122,14 @@ class Stratum:
 
 
 @dataclass(frozen=True)
+class GroupKey:
+    """One part of a group's key: a column's value, or its block ``value // size``."""
+
+    column: str
+    size: int | None = None
+
+
+@dataclass(frozen=True)
 class Rule:
     location: str
     filters: tuple[Filter, ...] = ()
@@ -125,6 +138,7 @@ class Rule:
     rules: tuple["Rule", ...] | None = None
     assert_none: bool = False
     stratify_on: tuple[Stratum, ...] = ()
+    group_by: tuple[GroupKey, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -146,6 +160,7 @@ class RuleSet:
         for rule in self.walk():
             used.update(f.column for f in rule.filters)
             used.update(s.column for s in rule.stratify_on)
+            used.update(g.column for g in rule.group_by)
         return used
 
 
@@ -310,6 +325,30 @@ class _Parser:
                 strata.append(Stratum(column, bins))
         return tuple(strata) if ok else None
 
+    def groups(self, raw: Any, where: str) -> tuple[GroupKey, ...] | None:
+        if not isinstance(raw, list) or not raw:
+            self.error(where, f"expected a non-empty list of columns or {{column: NAME, size: N}}, got {raw!r}")
+            return None
+        keys, ok = [], True
+        for i, entry in enumerate(raw):
+            at = f"{where}[{i}]"
+            if isinstance(entry, str):
+                entry = {"column": entry}
+            if not isinstance(entry, dict) or set(entry) - {"column", "size"}:
+                self.error(at, f"expected a column name or {{column: NAME, size: N}}, got {entry!r}")
+                ok = False
+                continue
+            column, size = entry.get("column"), entry.get("size")
+            if not isinstance(column, str) or not column:
+                self.error(at, f"'column' must name a column of the per-patch table, got {column!r}")
+                ok = False
+            if size is not None and (not _is_int(size) or size < 1):
+                self.error(f"{at}.size", f"expected a block size >= 1, got {size!r}")
+                ok = False
+            if ok:
+                keys.append(GroupKey(column, size))
+        return tuple(keys) if ok else None
+
     def rule(self, raw: Any, where: str) -> Rule | None:
         if not isinstance(raw, dict):
             self.error(where, f"a rule must be a mapping, got {raw!r}")
@@ -347,9 +386,17 @@ class _Parser:
                 self.error(f"{where}.stratify_on", "only a random split (target: [...]) can be stratified")
             else:
                 strata = self.strata(raw["stratify_on"], f"{where}.stratify_on") or ()
+        group_by: tuple[GroupKey, ...] = ()
+        if "group_by" in raw:
+            if not (len(outcomes) == 1 and outcomes[0] == "target" and isinstance(raw["target"], list)):
+                self.error(f"{where}.group_by", "only a random split (target: [...]) can draw whole groups")
+            elif "stratify_on" in raw:
+                self.error(f"{where}.group_by", "a random split is either grouped or stratified, not both")
+            else:
+                group_by = self.groups(raw["group_by"], f"{where}.group_by") or ()
         if len(self.problems) > problems_before:
             return None
-        return Rule(where, tuple(filters), target, shares, rules, assert_none, strata)
+        return Rule(where, tuple(filters), target, shares, rules, assert_none, strata, group_by)
 
     def rules(self, raw: Any, where: str) -> tuple[Rule, ...] | None:
         if not isinstance(raw, list):
@@ -469,6 +516,24 @@ def strata_of(table: pd.DataFrame, strata: tuple[Stratum, ...], minimum: int) ->
     return [np.asarray(g, dtype=int) for g in ordered]
 
 
+def group_keys(table: pd.DataFrame, group_by: tuple[GroupKey, ...]) -> list[tuple]:
+    """Each row's group: per key ``(0, value)`` (or ``(0, value // size)``), ``(1,)`` when missing; sortable."""
+    parts = []
+    for key in group_by:
+        column = table[key.column]
+        numeric = pd.api.types.is_numeric_dtype(column)
+        values = []
+        for v in column:
+            if pd.isna(v):
+                values.append((1,))
+            elif key.size is not None:
+                values.append((0, int(v // key.size)))
+            else:
+                values.append((0, v.item() if numeric and hasattr(v, "item") else (v if numeric else str(v))))
+        parts.append(values)
+    return list(zip(*parts))
+
+
 def _rng(seed: int, location: str) -> np.random.Generator:
     return np.random.default_rng([seed, zlib.crc32(location.encode())])
 
@@ -501,6 +566,14 @@ def check_columns(ruleset: RuleSet, table: pd.DataFrame) -> None:
                 problems.append((f"{rule.location}.stratify_on[{i}]",
                                  f"unknown column {stratum.column!r} (the per-patch table has: "
                                  f"{', '.join(table.columns)})"))
+        for i, key in enumerate(rule.group_by):
+            if key.column not in table.columns:
+                problems.append((f"{rule.location}.group_by[{i}]",
+                                 f"unknown column {key.column!r} (the per-patch table has: "
+                                 f"{', '.join(table.columns)})"))
+            elif key.size is not None and not pd.api.types.is_numeric_dtype(table[key.column]):
+                problems.append((f"{rule.location}.group_by[{i}]",
+                                 f"column {key.column!r} is not numeric: it cannot be cut into blocks of {key.size}"))
         for flt in rule.filters:
             if flt.column not in table.columns:
                 problems.append((f"{rule.location}.{flt.column}", f"the table has no column {flt.column!r}"))
@@ -563,6 +636,9 @@ def apply_rules(ruleset: RuleSet, table: pd.DataFrame, seed: int = 0) -> pd.Data
             # counts become fractions of the patches reaching the rule, then split per stratum
             totals = allocate(positions.size, shares)
             shares = tuple(Share(s.target, Fraction(c, positions.size)) for s, c in zip(shares, totals))
+        if rule.group_by:
+            _grouped_split(rule, positions, shares, rng)
+            return
         minimum = min_stratum_size(shares) if rule.stratify_on else 1
         for stratum in strata_of(sorted_table.iloc[positions], rule.stratify_on, minimum):
             members = positions[stratum][rng.permutation(stratum.size)]
@@ -572,6 +648,21 @@ def apply_rules(ruleset: RuleSet, table: pd.DataFrame, seed: int = 0) -> pd.Data
                 split[chosen] = share.target
                 reason[chosen] = ""
                 start += count
+
+    def _grouped_split(rule: Rule, positions: np.ndarray, shares: tuple[Share, ...],
+                       rng: np.random.Generator) -> None:
+        keys = group_keys(sorted_table.iloc[positions], rule.group_by)
+        ordered = sorted(set(keys))  # groups in key order, then a seeded permutation of whole groups
+        members: dict[tuple, list[int]] = {}
+        for position, key in zip(positions, keys):
+            members.setdefault(key, []).append(int(position))
+        drawn = [ordered[i] for i in rng.permutation(len(ordered))]
+        start = 0
+        for share, count in zip(shares, allocate(len(drawn), shares)):
+            for key in drawn[start:start + count]:
+                split[members[key]] = share.target
+                reason[members[key]] = ""
+            start += count
 
     run(ruleset.rules, np.ones(n, dtype=bool))
     result = pd.DataFrame({"split": split, "rule": rule_at, "reason": reason})

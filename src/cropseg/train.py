@@ -39,6 +39,7 @@ from .labels import load_label_set
 from .loss import class_weights, parcel_nll
 from .models import build_model
 from .params import Params, Run
+from .precise_bn import calibration_positions, recalibrate
 from .precision import autocast, pick_device, use_bf16
 from .selection import Selector
 from .tracking import Tracker, config_digest, dvc_input_md5s, git_revision
@@ -167,11 +168,12 @@ def train(params: Params, stage: str, paths: RunPaths, *, progress: bool = True)
     if len(train_set) == 0 or len(val_set) == 0:
         raise ValueError(f"{stage}: empty split (train {len(train_set)}, val {len(val_set)} samples with parcels)")
     counts = train_set.class_pixel_counts()
+    bn_sample = calibration_positions(len(train_set), params.model.precise_bn_samples, run.seed)
 
     # ---- model, loss weights, optimiser, scheduler
     model = build_model(params.model.arch, bands=train_set.bands, months=train_set.months,
                         n_classes=label_set.n_classes, width=params.model.width, depth=params.model.depth,
-                        class_frequencies=counts if counts[1:].sum() > 0 else None).to(device)
+                        norm=params.model.norm, class_frequencies=counts if counts[1:].sum() > 0 else None).to(device)
     if bf16:
         model = model.to(memory_format=torch.channels_last)
     weights = class_weights(counts, params.loss.class_weights_weight, weighted=params.loss.weighted).to(device)
@@ -254,6 +256,8 @@ def train(params: Params, stage: str, paths: RunPaths, *, progress: bool = True)
         counters.epoch = epoch + 1
 
         if counters.epoch % run.val_every == 0 or counters.epoch == run.epochs:
+            # precise BN: population statistics of the current weights, before they are validated or saved
+            recalibrate(model, train_set, bn_sample, batch_size=run.physical_batch_size, device=device, bf16=bf16)
             full, crop5, val_loss = confusion(model, val_loader, label_set.n_classes, device, bf16, weights)
             metrics = headline(full, crop5) | {"loss": val_loss, "lr": optimizer.param_groups[0]["lr"]}
             metrics |= selector.epoch_telemetry()

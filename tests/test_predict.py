@@ -1,0 +1,235 @@
+"""The predict stage: georeferenced COGs on the patch footprint, equal to the evaluate stage's
+predictions, VRT mosaics that read back as the patches, legend and QGIS style, both S4A attribute
+layouts, byte-identical reruns, and the stage command on an S4A folder."""
+
+import csv
+import hashlib
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import netCDF4
+import numpy as np
+import pytest
+import rasterio
+import torch
+from rasterio.windows import from_bounds
+
+from cropseg.checkpoint import model_file, save_atomic
+from cropseg.dataset import SubPatchDataset
+from cropseg.evaluate import PatchCanvas
+from cropseg.evaluation import predict, sequential_loader
+from cropseg.fetch import fetch_s4a
+from cropseg.georef import GeorefError, read_patch_grid
+from cropseg.labels import load_label_set
+from cropseg.medians import run_medians
+from cropseg.models import build_model
+from cropseg.params import Loader, Medians
+from cropseg.precise_bn import recalibrate
+from cropseg.predict import PredictError, cog_relpath, predict_patches
+
+from conftest import tiny_data
+
+REPO = Path(__file__).resolve().parents[1]
+BATCH = 3
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """6 tiny patches (122 px: 2 x 2 sub-patches) over 4 tile-years, medians, a calibrated model."""
+    root = tmp_path_factory.mktemp("predict")
+    fetch_s4a(tiny_data(patches=6, patch_size=122, acquisitions=8), root / "netcdf", workers=1)
+    run_medians(root / "netcdf", root / "medians", Medians(workers=1), progress=False)
+    paths = sorted(p.relative_to(root / "netcdf").as_posix() for p in (root / "netcdf").rglob("*.nc"))
+    label_set = load_label_set("s4a11")
+    loader = Loader(months=[4, 9])
+    dataset = SubPatchDataset(root / "medians", paths, label_set, months=[4, 9], normalize=loader.normalize,
+                              skip_empty=False)
+    torch.manual_seed(0)
+    model = build_model("unet", bands=4, months=6, n_classes=label_set.n_classes, width=4, depth=1)
+    with torch.no_grad():  # a less trivial model than the initial one: random head, calibrated BN
+        model.head.weight.normal_(0, 2.0)
+    recalibrate(model, dataset, np.arange(len(dataset)), batch_size=5, device=torch.device("cpu"), bf16=False)
+    save_atomic(model_file(model, arch="unet", model_config=model.config, label_set=label_set.to_dict(),
+                           loader=loader.model_dump(), metrics={"weighted_f1": 0.5}, epoch=2), root / "model.pt")
+    return root, paths, dataset
+
+
+def _run(root: Path, paths: list[str], out: Path, preview: Path | None = None, batch_size: int = BATCH):
+    return predict_patches(model_path=root / "model.pt", medians=root / "medians", netcdf=root / "netcdf",
+                           patch_list=paths, out=out, preview=preview, device="cpu", precision="32",
+                           batch_size=batch_size, label_set_name="s4a11", progress=False)
+
+
+def _footprint(nc: Path) -> tuple[int, tuple[float, float, float, float]]:
+    """EPSG and bounds from the netCDF's own pixel-centre coordinates (independent of the transform)."""
+    with netCDF4.Dataset(nc) as ds:
+        group = ds["labels"]
+        x, y = np.asarray(group["x"][:]), np.asarray(group["y"][:])
+        crs = group.getncattr("crs") if "crs" in group.ncattrs() else group["labels"].getncattr("crs")
+    half = abs(x[1] - x[0]) / 2
+    return int(str(crs).split(":")[-1]), (x.min() - half, y.min() - half, x.max() + half, y.max() + half)
+
+
+def test_cogs_sit_on_the_patch_footprint_and_equal_the_evaluate_predictions(world, tmp_path):
+    root, paths, dataset = world
+    result = _run(root, paths, tmp_path / "out", tmp_path / "mosaic.png")
+    assert result.patches == 6 and result.line().startswith("predict: 6 patches")
+
+    # the evaluate stage's predictions: its loader, batch size and code path, stitched by its canvas
+    model = torch.load(root / "model.pt", weights_only=True)
+    from cropseg.checkpoint import load_model
+
+    net, _ = load_model(root / "model.pt")
+    canvas = PatchCanvas(list(range(len(paths))), dataset.per_patch, dataset.sub_x, dataset.window)
+    for batch, log_probs in predict(net, sequential_loader(dataset, BATCH), torch.device("cpu"), False):
+        canvas.add(batch.index, log_probs.argmax(1))
+    assert model["model"]["norm"] == "precise"
+
+    seen_classes = set()
+    for p, relpath in enumerate(paths):
+        with rasterio.open(tmp_path / "out" / cog_relpath(relpath)) as cog:
+            epsg, bounds = _footprint(root / "netcdf" / relpath)
+            assert cog.crs.to_epsg() == epsg
+            np.testing.assert_allclose(tuple(cog.bounds), bounds, atol=1e-6)
+            assert (cog.count, cog.dtypes, cog.nodata) == (2, ("uint8", "uint8"), 0)
+            assert cog.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
+            classes, confidence = cog.read(1), cog.read(2)
+            np.testing.assert_array_equal(classes, canvas.full(p))
+            assert cog.colormap(1)[0][3] == 0 and cog.colormap(1)[1][3] == 255
+            assert cog.tags()["CLASS_NAMES"].split(",") == list(load_label_set("s4a11").class_names)
+            assert cog.tags(1)["CLASS_3"] == load_label_set("s4a11").class_names[3]
+        # confidence = 255 * max probability, at least 1/classes
+        assert confidence.min() >= np.floor(255 / 12) and confidence.max() <= 255
+        seen_classes |= set(np.unique(classes).tolist())
+    assert len(seen_classes) > 2  # a real map, not a constant
+
+
+def test_vrt_mosaic_reads_back_as_its_patches_and_legend_matches(world, tmp_path):
+    root, paths, _ = world
+    _run(root, paths, tmp_path / "out", tmp_path / "mosaic.png")
+    out = tmp_path / "out"
+    by_tile_year: dict[str, list[str]] = {}
+    for relpath in paths:
+        by_tile_year.setdefault("_".join(Path(relpath).name.split("_")[:2]), []).append(relpath)
+    assert sorted(p.stem for p in (out / "mosaics").glob("*.vrt")) == sorted(by_tile_year)
+    key = max(sorted(by_tile_year), key=lambda k: len(by_tile_year[k]))
+    assert len(by_tile_year[key]) == 2  # a mosaic of several patches is tested
+    with rasterio.open(out / "mosaics" / f"{key}.vrt") as mosaic:
+        assert mosaic.count == 2 and mosaic.nodata == 0
+        for relpath in by_tile_year[key]:
+            with rasterio.open(out / cog_relpath(relpath)) as cog:
+                window = from_bounds(*cog.bounds, transform=mosaic.transform)
+                np.testing.assert_array_equal(mosaic.read(window=window), cog.read())
+                assert mosaic.crs == cog.crs
+    rows = list(csv.DictReader((out / "legend.csv").open()))
+    names = load_label_set("s4a11").class_names
+    assert [r["name"] for r in rows] == list(names) and rows[0]["value"] == "0"
+    qml = (out / "legend.qml").read_text()
+    assert 'type="paletted"' in qml and f'label="{names[1]}"' in qml and 'value="0"' not in qml
+    assert (out / "mosaics" / f"{key}.qml").read_text() == qml  # QGIS applies a same-name sidecar
+    index = list(csv.DictReader((out / "index.csv").open()))
+    assert [r["path"] for r in index] == paths
+    assert (tmp_path / "mosaic.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_reruns_write_the_same_bytes(world, tmp_path):
+    root, paths, _ = world
+
+    def digests(out: Path) -> dict[str, str]:
+        return {p.relative_to(out).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in sorted(out.rglob("*")) if p.is_file()}
+
+    _run(root, paths[:3], tmp_path / "a")
+    _run(root, paths[:3], tmp_path / "b")
+    assert digests(tmp_path / "a") == digests(tmp_path / "b") and len(digests(tmp_path / "a")) > 5
+
+
+def _pop_attributes(group) -> dict:
+    """crs/transform removed from wherever the writer put them (the group or the variable labels)."""
+    found = {}
+    for owner in (group, group["labels"]):
+        for name in ("crs", "transform"):
+            if name in owner.ncattrs():
+                found[name] = owner.getncattr(name)
+                owner.delncattr(name)
+    return found
+
+
+def _move_attributes_to_variable(src: Path, dst: Path, drop_transform: bool = False) -> None:
+    """The published S4A layout: crs/transform on the variable labels/labels, not on the group."""
+    shutil.copy(src, dst)
+    with netCDF4.Dataset(dst, "a") as ds:
+        found = _pop_attributes(ds["labels"])
+        ds["labels"]["labels"].setncattr("crs", found["crs"])
+        if not drop_transform:
+            ds["labels"]["labels"].setncattr("transform", found["transform"])
+
+
+def _move_attributes_to_group(src: Path, dst: Path) -> None:
+    """Copies made by other tools: crs/transform on the group."""
+    shutil.copy(src, dst)
+    with netCDF4.Dataset(dst, "a") as ds:
+        ds["labels"].setncatts(_pop_attributes(ds["labels"]))
+
+
+def test_grid_read_from_the_variable_the_group_or_the_coordinates(world, tmp_path):
+    root, paths, _ = world
+    source = root / "netcdf" / paths[0]
+    reference = read_patch_grid(source)
+    for layout in ("variable", "group", "coordinates"):
+        copy = tmp_path / f"{layout}_{Path(paths[0]).name}"
+        if layout == "group":
+            _move_attributes_to_group(source, copy)
+        else:
+            _move_attributes_to_variable(source, copy, drop_transform=layout == "coordinates")
+        grid = read_patch_grid(copy)
+        assert grid.crs == reference.crs and (grid.height, grid.width) == (reference.height, reference.width)
+        assert grid.transform.almost_equals(reference.transform)
+    broken = tmp_path / Path(paths[0]).name
+    shutil.copy(source, broken)
+    with netCDF4.Dataset(broken, "a") as ds:
+        _pop_attributes(ds["labels"])
+    with pytest.raises(GeorefError, match=rf"{broken.name}: labels: attribute 'crs' missing"):
+        read_patch_grid(broken)
+
+
+def test_a_patch_without_medians_is_a_clear_error(world, tmp_path):
+    root, paths, _ = world
+    with pytest.raises(GeorefError, match="2019_31TCG_patch_01_01.nc: cannot open as netCDF"):
+        _run(root, [paths[0], "2019/31TCG/2019_31TCG_patch_01_01.nc"], tmp_path / "x")
+    with pytest.raises(ValueError, match="does not match 'YYYY_TILE_patch_XX_YY.nc'"):
+        _run(root, [paths[0], "2019/31TCG/field.nc"], tmp_path / "x")
+    with pytest.raises(PredictError, match="no patches"):
+        _run(root, [], tmp_path / "y")
+    assert not (tmp_path / "x").exists()
+
+
+def test_stage_command_on_an_s4a_folder(world, tmp_path):
+    root, paths, _ = world
+    folder = tmp_path / "s4a"
+    folder.mkdir()
+    for relpath in paths[:2]:  # the published layout, flat folder
+        _move_attributes_to_variable(root / "netcdf" / relpath, folder / Path(relpath).name)
+    (tmp_path / "params.yaml").write_text("medians: {workers: 1}\ntrain: {physical_batch_size: 3, batch_size: 3, "
+                                          "device: cpu, precision: '32'}\n")
+    done = subprocess.run([sys.executable, str(REPO / "stages" / "predict.py"), "--params", "params.yaml",
+                           "--model", str(root / "model.pt"), "--patches", str(folder), "--out", "maps",
+                           "--preview", "", "--batch-size", "4"], cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("predict: 2 patches")
+    for relpath in paths[:2]:  # batches of one whole patch (4 sub-patches), as the reference: the same bits
+        with rasterio.open(tmp_path / "maps" / cog_relpath(relpath)) as cog, \
+                rasterio.open(_run_reference(root, relpath, tmp_path)) as ref:
+            np.testing.assert_array_equal(cog.read(), ref.read())
+    bad = subprocess.run([sys.executable, str(REPO / "stages" / "predict.py"), "--params", "params.yaml",
+                          "--model", str(root / "model.pt"), "--patches", str(tmp_path / "empty")],
+                         cwd=tmp_path, capture_output=True, text=True)
+    assert bad.returncode == 1 and "predict: error:" in bad.stderr and "empty" in bad.stderr
+
+
+def _run_reference(root: Path, relpath: str, tmp_path: Path) -> Path:
+    out = tmp_path / f"ref_{Path(relpath).stem}"
+    _run(root, [relpath], out, batch_size=4)
+    return out / cog_relpath(relpath)
