@@ -56,7 +56,7 @@ def _params(**overrides) -> object:
 def _paths(workspace: Path, out: Path) -> RunPaths:
     return RunPaths(split_dir=workspace / "split", model_out=out / "model.pt", metrics_dir=out / "metrics",
                     checkpoint_dir=out / "checkpoints", medians=workspace / "medians", labels_dir=LABELS,
-                    truth=workspace / "netcdf" / "truth" / "truth.csv", lock=out / "dvc.lock")
+                    truth=workspace / "netcdf" / "truth" / "truth.csv")
 
 
 def _weights(path: Path) -> dict[str, torch.Tensor]:
@@ -265,22 +265,47 @@ def test_stored_irreducible_loss_equals_a_fresh_forward_of_the_holdout_model(wor
 
 
 
-def test_wandb_offline_mirror_has_config_and_model_artifact(workspace, tmp_path, monkeypatch):
+def test_wandb_runs_record_the_inputs_each_run_read(workspace, tmp_path, monkeypatch):
+    """Two experiments on different training lists: each offline W&B run holds its own input hashes
+    (DVC md5, as in dvc.lock), its name and group, and the model as a file artifact, staged nowhere
+    but in the run's folder."""
+    from cropseg.lineage import dvc_md5
+    from cropseg.wandb_run import read_offline_run
+
     monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb_dir"))
-    monkeypatch.setenv("DVC_EXP_NAME", "exp-test")
-    lock = tmp_path / "out" / "dvc.lock"
-    lock.parent.mkdir()
-    lock.write_text(yaml.safe_dump({"stages": {"train": {"deps": [{"path": "data/medians", "md5": "abc.dir"}]}}}))
-    params = _params(run={"epochs": 1}, tracking={"wandb": "offline"})
-    train(params, "train", _paths(workspace, tmp_path / "out"), progress=False)
-    runs = list((tmp_path / "wandb_dir" / "wandb").glob("offline-run-*"))
-    assert len(runs) == 1
-    # offline runs keep config, name and artifacts in the run's record file, synced later
-    records = (runs[0] / f"run-{runs[0].name.split('-')[-1]}.wandb").read_bytes()
-    for expected in (b"dvc_inputs", b"abc.dir", b"git_revision", b"class_weights_weight", b"exp-test",
-                     b"train-model"):
-        assert expected in records, expected
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "root"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))  # W&B's staging folder lives under it
+    monkeypatch.delenv("WANDB_DATA_DIR", raising=False)
+    runs = {}
+    for name, kept in (("exp-four", 4), ("exp-three", 3)):
+        monkeypatch.setenv("DVC_EXP_NAME", name)
+        split = tmp_path / name / "split"
+        split.mkdir(parents=True)
+        (split / "train.txt").write_text("".join(read_split_list(workspace / "split" / "train.txt")[:kept][i] + "\n"
+                                                 for i in range(kept)))
+        shutil.copy(workspace / "split" / "val.txt", split / "val.txt")
+        paths = _paths(workspace, tmp_path / name)
+        paths.split_dir = split
+        train(_params(run={"epochs": 1}, tracking={"wandb": "offline"}), "train", paths, progress=False)
+        (folder,) = set((tmp_path / "root" / "wandb").glob("offline-run-*")) - set(runs.values())
+        runs[name] = folder
+    for name, folder in runs.items():
+        run = read_offline_run(folder)
+        assert (run["name"], run["group"], run["job_type"]) == (f"{name}-train", name, "train")
+        inputs = run["config"]["dvc_inputs"]
+        split = tmp_path / name / "split"
+        assert inputs[str(split / "train.txt")] == dvc_md5(split / "train.txt")
+        assert inputs[str(workspace / "medians")] == dvc_md5(workspace / "medians")
+        assert inputs[str(workspace / "medians")].endswith(".dir")
+        assert run["config"]["params"]["loss"]["class_weights_weight"] == 0.1
+        assert run["config"]["git"]["revision"] and run["config"]["code_digest"]
+        model = run["artifacts"]["train-model"]
+        assert model["metadata"]["md5"] == dvc_md5(tmp_path / name / "model.pt")
+        assert Path(model["entries"]["model.pt"]["local_path"]).is_relative_to(folder)
+    train_hashes = {read_offline_run(f)["config"]["dvc_inputs"][str(tmp_path / n / "split" / "train.txt")]
+                    for n, f in runs.items()}
+    assert len(train_hashes) == 2
+    assert not list((tmp_path / "xdg").rglob("staging/*"))
 
 
 def _blocks(n: int, block: int) -> list[range]:

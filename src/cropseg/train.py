@@ -41,7 +41,7 @@ from .models import build_model
 from .params import Params, Run
 from .precision import autocast, pick_device, use_bf16
 from .selection import Selector
-from .tracking import Tracker, config_digest, dvc_input_md5s, git_revision
+from .tracking import Tracker, config_digest
 
 VAL_COLUMNS = ["accuracy", "weighted_f1", "macro_f1", "crop5_accuracy", "crop5_weighted_f1", "crop5_macro_f1",
                "loss", "lr", "selection/noisy_share_selected", "selection/noisy_share_block",
@@ -60,7 +60,6 @@ class RunPaths:
     labels_dir: Path = Path("configs/labels")
     irreducible: Path | None = None
     truth: Path | None = None
-    lock: Path = Path("dvc.lock")
 
 
 @dataclass
@@ -226,8 +225,8 @@ def train(params: Params, stage: str, paths: RunPaths, *, progress: bool = True)
             # `dvc repro` deletes the stage's outputs (the metric logs) before it runs the stage again
             _copy_tree(paths.checkpoint_dir / "metrics", paths.metrics_dir)
     tracker = Tracker(paths.metrics_dir, stage=stage, wandb_mode=params.tracking.wandb, project=params.tracking.project,
-                      config={**config, "git_revision": git_revision(), "dvc_inputs": dvc_input_md5s(stage, paths.lock),
-                              "digest": digest},
+                      config={**config, "digest": digest}, params=run_params,
+                      inputs=_read_inputs(paths, params.labels, selector.uses_irreducible),
                       resume_step=counters.step if state is not None else None,
                       step_columns=["loss", "lr"] + selector.telemetry_columns, val_columns=VAL_COLUMNS, rank=rank)
 
@@ -283,7 +282,7 @@ def train(params: Params, stage: str, paths: RunPaths, *, progress: bool = True)
         paths.model_out.parent.mkdir(parents=True, exist_ok=True)
         save_atomic(torch.load(best_path, weights_only=True), paths.model_out)
         tracker.summary({f"best/{k}": v for k, v in best.items()} | {"best/epoch": best_epoch})
-        tracker.log_model(paths.model_out, f"{stage}-model")
+        tracker.log_outputs({"model": paths.model_out})
     tracker.close()
     if world_size > 1:
         dist.barrier()
@@ -313,6 +312,16 @@ def _optimizer_step(net: torch.nn.Module, optimizer: torch.optim.Optimizer, batc
     optimizer.step()
     loss = float(_all_reduce_sum(loss_sum, world_size)) / max(total_weight, 1e-12)
     return loss, int(pixels), int(samples)
+
+
+def _read_inputs(paths: RunPaths, labels: str, uses_irreducible: bool) -> dict[str, Path | None]:
+    """What this run reads, by its dvc.yaml path: hashed for the W&B run's lineage."""
+    inputs = {str(paths.medians): paths.medians, str(paths.split_dir / "train.txt"): paths.split_dir / "train.txt",
+              str(paths.split_dir / "val.txt"): paths.split_dir / "val.txt",
+              str(paths.labels_dir / f"{labels}.yaml"): paths.labels_dir / f"{labels}.yaml"}
+    if uses_irreducible and paths.irreducible is not None:
+        inputs[str(paths.irreducible)] = paths.irreducible
+    return inputs
 
 
 def _truth_for(dataset: SubPatchDataset, truth_path: Path | None) -> dict[str, Any] | None:
