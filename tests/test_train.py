@@ -45,7 +45,9 @@ def workspace(tmp_path_factory) -> Path:
 
 
 def _params(**overrides) -> object:
-    run = {"epochs": 3, "batch_size": 4, "physical_batch_size": 4, "precision": "32", "lr": 0.01}
+    # the tiny split lacks classes of s4a11: the guard (tested below) is waived
+    run = {"epochs": 3, "batch_size": 4, "physical_batch_size": 4, "precision": "32", "lr": 0.01,
+           "allow_degenerate_split": True}
     run.update(overrides.pop("run", {}))
     raw = {"model": {"arch": "unet", "width": 4, "depth": 2}, "train": run, "holdout": run,
            "tracking": {"wandb": "disabled"}, "loader": {"months": [3, 10]}, "selection": UNIFORM}
@@ -119,7 +121,8 @@ def _stage_script(workspace: Path, out: Path, params: dict) -> list[str]:
 def test_resume_after_kill_ends_with_the_same_metrics(workspace, tmp_path):
     raw = {"model": {"arch": "unet", "width": 4, "depth": 2}, "tracking": {"wandb": "disabled"},
            "loader": {"months": [3, 10]}, "selection": UNIFORM,
-           "train": {"epochs": 6, "batch_size": 2, "physical_batch_size": 2, "precision": "32", "lr": 0.01}}
+           "train": {"epochs": 6, "batch_size": 2, "physical_batch_size": 2, "precision": "32", "lr": 0.01,
+                     "allow_degenerate_split": True}}
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     reference = tmp_path / "reference"
     reference.mkdir()
@@ -306,6 +309,32 @@ def test_wandb_runs_record_the_inputs_each_run_read(workspace, tmp_path, monkeyp
                     for n, f in runs.items()}
     assert len(train_hashes) == 2
     assert not list((tmp_path / "xdg").rglob("staging/*"))
+
+
+def test_train_refuses_a_split_without_a_class_in_train_or_with_one_class_in_val(workspace, tmp_path):
+    paths = _paths(workspace, tmp_path)
+    with pytest.raises(ValueError, match="no training pixel: sorghum, oats, sunflower, potatoes, peas.*"
+                                         "train.allow_degenerate_split"):
+        train(_params(run={"epochs": 1, "allow_degenerate_split": False}), "train", paths, progress=False)
+    assert not paths.model_out.exists()
+    # crop_presence (crop / non_crop / unknown): no `unknown` pixel anywhere, and val is refused too
+    # when it holds crop pixels only
+    from cropseg.guards import split_problems
+
+    problems = split_problems([0, 500, 40, 0], [0, 99, 0, 0], ("background", "crop", "non_crop", "unknown"))
+    assert problems == ["1 class(es) of the label set have no training pixel: unknown",
+                        "the val split holds 1 class(es) (crop): val F1 cannot tell a model from a constant "
+                        "prediction"]
+    assert split_problems([0, 5, 4], [0, 1, 2], ("background", "a", "b")) == []
+
+
+def test_summary_line_flags_a_perfect_first_validation():
+    from cropseg.train import Counters, TrainResult
+
+    flagged = TrainResult({"weighted_f1": 1.0}, 1, Counters(epoch=3), 1.0, history=[{"epoch": 1}])
+    assert "warning: val weighted F1 is 1.0 at the first validation (epoch 1)" in flagged.line("train")
+    fine = TrainResult({"weighted_f1": 1.0}, 2, Counters(epoch=3), 1.0, history=[{"epoch": 1}])
+    assert "warning" not in fine.line("train")
 
 
 def _blocks(n: int, block: int) -> list[range]:

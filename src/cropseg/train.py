@@ -35,6 +35,7 @@ from .checkpoint import load_checkpoint, model_file, save_atomic
 from .dataset import BlockSampler, SubPatchDataset, read_split_list
 from .files import sha256_of
 from .evaluation import confusion, headline, sequential_loader
+from .guards import split_problems, suspicious_best
 from .labels import load_label_set
 from .loss import class_weights, parcel_nll
 from .models import build_model
@@ -86,10 +87,12 @@ class TrainResult:
     def line(self, stage: str) -> str:
         rate = self.counters.samples_seen / self.seconds if self.seconds else 0.0
         resumed = f", resumed after epoch {self.resumed_from}" if self.resumed_from is not None else ""
+        first = self.history[0]["epoch"] if self.history else 0
+        flag = suspicious_best(self.best_epoch, first, self.best.get("weighted_f1", 0.0))
         return (f"{stage}: {self.counters.epoch} epochs, {self.counters.step} steps, {self.counters.samples_seen} "
                 f"samples seen of {self.counters.samples_considered} considered, best val weighted F1 "
                 f"{self.best.get('weighted_f1', float('nan')):.4f} (epoch {self.best_epoch}), "
-                f"{self.seconds:.1f} s, {rate:.0f} samples/s{resumed}")
+                f"{self.seconds:.1f} s, {rate:.0f} samples/s{resumed}" + (f"; {flag}" if flag else ""))
 
 
 def _distributed() -> tuple[int, int, int]:
@@ -166,6 +169,8 @@ def train(params: Params, stage: str, paths: RunPaths, *, progress: bool = True)
     if len(train_set) == 0 or len(val_set) == 0:
         raise ValueError(f"{stage}: empty split (train {len(train_set)}, val {len(val_set)} samples with parcels)")
     counts = train_set.class_pixel_counts()
+    if stage == "train":
+        _guard_split(counts, val_set.class_pixel_counts(), label_set.class_names, run.allow_degenerate_split, rank)
 
     # ---- model, loss weights, optimiser, scheduler
     model = build_model(params.model.arch, bands=train_set.bands, months=train_set.months,
@@ -322,6 +327,15 @@ def _read_inputs(paths: RunPaths, labels: str, uses_irreducible: bool) -> dict[s
     if uses_irreducible and paths.irreducible is not None:
         inputs[str(paths.irreducible)] = paths.irreducible
     return inputs
+
+
+def _guard_split(train_counts, val_counts, class_names, allowed: bool, rank: int) -> None:
+    problems = split_problems(np.asarray(train_counts), np.asarray(val_counts), class_names)
+    if problems and not allowed:
+        raise ValueError("train: refusing to train: " + "; ".join(problems)
+                         + " (choose another split or label set, or set train.allow_degenerate_split: true)")
+    for problem in problems if rank == 0 else []:
+        print(f"train: warning: {problem}")
 
 
 def _truth_for(dataset: SubPatchDataset, truth_path: Path | None) -> dict[str, Any] | None:
