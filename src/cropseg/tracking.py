@@ -23,7 +23,7 @@ from .wandb_run import log_outputs, start_run
 COUNTERS = ("step", "epoch", "samples_seen", "samples_considered", "pixels_seen")
 # the metrics that go to metrics.json (``dvc exp show``): telemetry (lr, class shares, selection
 # scores) stays in steps.csv / val.csv and W&B, so that the experiments table fits a screen
-COMPARED = ("accuracy", "weighted_f1", "macro_f1", "crop5_accuracy", "crop5_weighted_f1", "crop5_macro_f1", "loss")
+COMPARED = ("accuracy", "weighted_f1", "macro_f1", "crop5_accuracy", "crop5_weighted_f1", "crop5_macro_f1")
 
 
 LOG_FILES = ("steps.csv", "val.csv", "metrics.json")
@@ -78,6 +78,9 @@ class Tracker:
                  inputs: dict[str, str | Path | None] | None = None):
         self.enabled = rank == 0
         self.stage = stage
+        # holdout's DVC metrics under `holdout.`: unique names keep `dvc exp show` headers short
+        # (`best.weighted_f1`, not `metrics/train/metrics.json:best.weighted_f1`)
+        self.prefix = "" if stage == "train" else f"{stage}/"
         self.dir = Path(metrics_dir)
         self.live = None
         self.wandb = None
@@ -117,9 +120,9 @@ class Tracker:
             self.live.step = counters["step"]
             for name, value in metrics.items():
                 if name in COMPARED:
-                    self.live.log_metric(f"val/{name}", float(value))
+                    self.live.log_metric(f"{self.prefix}val/{name}", float(value))
             for name in COUNTERS[2:]:
-                self.live.log_metric(name, int(counters[name]))
+                self.live.log_metric(f"{self.prefix}{name}", int(counters[name]))
         (self.steps if kind == "steps" else self.val).append({**counters, **metrics})
         if self.wandb is not None:
             self.wandb.log({**{f"{kind}/{k}": v for k, v in metrics.items()}, **counters}, step=counters["step"])
@@ -130,7 +133,7 @@ class Tracker:
             return
         for name, value in values.items():
             if name.rsplit("/", 1)[-1] in COMPARED + ("epoch",):
-                self.live.log_metric(name, value, plot=False)
+                self.live.log_metric(f"{self.prefix}{name}", value, plot=False)
         if self.wandb is not None:
             self.wandb.summary.update(values)
 
