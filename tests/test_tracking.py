@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from cropseg.lineage import dvc_md5, missing_file_hint, remote_object_url
@@ -168,3 +169,60 @@ def test_missing_file_hint_names_queued_experiments(tmp_path, monkeypatch):
     hint = missing_file_hint("configs/mine.yaml")
     assert "queued experiment" in hint and "git add configs/mine.yaml" in hint
     assert str(main / "configs" / "mine.yaml") in hint and "not committed" in hint
+
+
+def test_evaluate_and_irreducible_runs_sit_in_the_experiment_group(tmp_path, monkeypatch):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from cropseg.evaluate import EvaluatePaths
+    from cropseg.irreducible import IrreducibleSummary
+    from cropseg.params import load_params
+    from cropseg.stage_runs import track_evaluate, track_irreducible
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("DVC_EXP_NAME", "exp-eval")
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    monkeypatch.delenv("WANDB_DIR", raising=False)
+    monkeypatch.delenv("WANDB_DATA_DIR", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    params = load_params(REPO / "params.yaml")
+    out = tmp_path / "metrics" / "evaluate"
+    out.mkdir(parents=True)
+    shutil.copy(REPO / "metrics" / "evaluate" / "metrics.json", out / "metrics.json")
+    shutil.copy(REPO / "metrics" / "evaluate" / "per_class.csv", out / "per_class.csv")
+    for name in ("confusion", "per_class_f1", "previews"):
+        fig, ax = plt.subplots(figsize=(1, 1))
+        ax.plot([0, 1])
+        fig.savefig(out / f"{name}.png")
+        plt.close(fig)
+    for path, text in (("models/model.pt", "weights"), ("data/medians/meta.json", "{}"), ("data/split/test.txt", "a\n"),
+                       ("data/split/patches.csv", "path\n"), ("data/split/train.txt", "b\n"),
+                       ("models/holdout.pt", "h"), ("data/irreducible_loss/losses.npy", "l")):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(text)
+    track_evaluate(params, EvaluatePaths(), type("Result", (), {"seconds": 1.5})())
+    track_irreducible(params, holdout_model=Path("models/holdout.pt"), medians=Path("data/medians"),
+                      split_dir=Path("data/split"), out=Path("data/irreducible_loss"),
+                      summary=IrreducibleSummary(16, 2, 0.5, 0.1))
+    runs = {r["job_type"]: r for r in map(read_offline_run, sorted((tmp_path / "wandb").glob("offline-run-*")))}
+    assert set(runs) == {"evaluate", "irreducible_loss"}
+    evaluate = runs["evaluate"]
+    expected = json.loads((out / "metrics.json").read_text())
+    assert evaluate["group"] == "exp-eval" and evaluate["name"] == "exp-eval-evaluate"
+    assert evaluate["summary"]["test/weighted_f1"] == expected["test"]["weighted_f1"]
+    assert evaluate["summary"]["per_class._type"] == "table-file"
+    assert evaluate["summary"]["per_class.nrows"] == len(pd.read_csv(out / "per_class.csv"))
+    for image in ("confusion", "per_class_f1", "previews"):
+        assert evaluate["summary"][f"{image}._type"] == "image-file"
+    assert not list((tmp_path / "xdg").rglob("staging/*"))
+    assert evaluate["config"]["dvc_inputs"]["models/model.pt"] == dvc_md5("models/model.pt")
+    assert evaluate["config"]["params"]["train.precision"] == params.train.precision
+    assert evaluate["artifacts"]["evaluate-metrics"]["metadata"]["md5"] == dvc_md5(out)
+    irreducible = runs["irreducible_loss"]
+    assert irreducible["summary"]["without_parcels"] == 2
+    assert irreducible["config"]["dvc_inputs"]["data/split/train.txt"] == dvc_md5("data/split/train.txt")
+    assert irreducible["artifacts"]["irreducible_loss-losses"]["metadata"]["md5"] == dvc_md5("data/irreducible_loss")

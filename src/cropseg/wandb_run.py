@@ -18,6 +18,8 @@ the object is not pushed yet when the stage ends. Without a remote, the files ar
 into the run's own folder and added with ``policy="immutable"``: the default ``"mutable"``
 policy copies each file to W&B's staging folder (``~/.local/share/wandb/artifacts/staging``),
 where an offline run leaves it until it is synced, and a DVC output is replaced by later runs.
+What W&B still stages itself (the JSON of a logged table) goes to the run's own folder
+(``WANDB_DATA_DIR`` set per run, unless the user set it).
 """
 
 from __future__ import annotations
@@ -32,6 +34,9 @@ from typing import Any
 from .files import link_or_copy
 from .lineage import (code_digest, dvc_md5, dvc_remote_url, experiment_name, git_state, in_temporary_copy,
                       input_hashes, remote_object_url, repo_root, run_group)
+
+
+_USER_DATA_DIR = os.environ.get("WANDB_DATA_DIR")
 
 
 def wandb_root() -> Path:
@@ -78,9 +83,14 @@ def start_run(mode: str, project: str, stage: str, *, params: Mapping[str, Any],
         import wandb
 
         group = config["dvc"]["group"]
-        return wandb.init(project=project, mode=mode, dir=str(root), job_type=stage, group=group,
-                          name=f"{group}-{stage}", config=config, reinit="finish_previous",
-                          settings=wandb.Settings(silent=True, x_disable_stats=True))
+        run = wandb.init(project=project, mode=mode, dir=str(root), job_type=stage, group=group,
+                         name=f"{group}-{stage}", config=config, reinit="finish_previous",
+                         settings=wandb.Settings(silent=True, x_disable_stats=True))
+        if not _USER_DATA_DIR:
+            # what W&B still stages (the JSON of a logged table) goes into this run's folder, beside
+            # the files it belongs to, instead of ~/.local/share/wandb/artifacts/staging
+            os.environ["WANDB_DATA_DIR"] = str(Path(run.dir).parent / "staging")
+        return run
     except Exception as error:  # tracking must never stop a stage
         print(f"tracking: W&B disabled for this run ({type(error).__name__}: {error})")
         return None
@@ -213,8 +223,23 @@ def _records(path: Path):
             break
 
 
-def read_offline_run(run_dir: str | Path) -> dict[str, Any]:
-    """Name, group, job type, config, summary and artifacts recorded in an offline run folder."""
+def read_offline_run(run_dir: str | Path, wait_s: float = 30.0) -> dict[str, Any]:
+    """Name, group, job type, config, summary and artifacts recorded in an offline run folder.
+
+    W&B's service process may still be flushing the file when ``finish()`` has returned: the
+    file is read again (up to ``wait_s``) until it holds the run's ``exit`` record.
+    """
+    import time
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        run = _read_offline_run(run_dir)
+        if run.get("exited") or time.monotonic() > deadline:
+            return run
+        time.sleep(0.2)
+
+
+def _read_offline_run(run_dir: str | Path) -> dict[str, Any]:
     import json
 
     from wandb.proto import wandb_internal_pb2 as pb
@@ -242,6 +267,8 @@ def read_offline_run(run_dir: str | Path) -> dict[str, Any]:
                        for e in record.artifact.manifest.contents}
             out["artifacts"][record.artifact.name] = {"type": record.artifact.type, "entries": entries,
                                                       "metadata": json.loads(record.artifact.metadata or "{}")}
+        elif kind == "exit":
+            out["exited"] = True
     return out
 
 
