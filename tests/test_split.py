@@ -506,3 +506,20 @@ def test_stage_script_help_and_run(patches, tmp_path):
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("split: rules temporal_tile_year: 6 patches -> train 4, val 1, test 1")
+
+
+def test_split_warns_when_the_label_set_lacks_training_pixels_or_val_has_one_class():
+    from cropseg.labels import load_label_set
+    from cropseg.split import label_set_warnings
+
+    # counts by S4A code as in the default synthetic data: crops and grassland (910), no 970-999 code
+    summary = {"pixels": {"train": {"classes": {"0": 9, "110": 143621, "120": 86209, "910": 40812}},
+                          "val": {"classes": {"0": 3, "110": 13802, "120": 19427}}}}
+    labels = Path(__file__).resolve().parents[1] / "configs" / "labels"
+    warnings = label_set_warnings(summary, load_label_set("crop_presence", labels))
+    assert warnings == ["1 class(es) of the label set have no training pixel: unknown",
+                        "the val split holds 1 class(es) (crop): val F1 cannot tell a model from a constant "
+                        "prediction"]
+    summary["pixels"]["val"]["classes"]["910"] = 5
+    summary["pixels"]["train"]["classes"]["975"] = 1
+    assert label_set_warnings(summary, load_label_set("crop_presence", labels)) == []

@@ -332,7 +332,7 @@ def _read_inputs(paths: RunPaths, labels: str, uses_irreducible: bool) -> dict[s
 def _guard_split(train_counts, val_counts, class_names, allowed: bool, rank: int) -> None:
     problems = split_problems(np.asarray(train_counts), np.asarray(val_counts), class_names)
     if problems and not allowed:
-        raise ValueError("train: refusing to train: " + "; ".join(problems)
+        raise ValueError("refusing to train: " + "; ".join(problems)
                          + " (choose another split or label set, or set train.allow_degenerate_split: true)")
     for problem in problems if rank == 0 else []:
         print(f"train: warning: {problem}")
