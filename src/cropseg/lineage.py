@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 CHUNK = 1 << 20
-DIRTY_IGNORED = ("dvc.lock", "metrics")  # written by DVC and the stages during a run
+DIRTY_IGNORED = ("dvc.lock", "metrics", "params.yaml")  # written by DVC, the stages, `-S` (params are recorded)
 
 
 def repo_root() -> Path:
@@ -48,8 +48,9 @@ def experiment_name() -> str | None:
 
 
 def git_state(cwd: str | Path = ".") -> dict[str, object]:
-    """HEAD revision and whether tracked files differ from it (``dvc.lock`` and ``metrics/`` excluded:
-    DVC and the earlier stages of the same run write them)."""
+    """HEAD revision and whether tracked files differ from it, apart from :data:`DIRTY_IGNORED`
+    (``dvc.lock`` and ``metrics/``: DVC and the earlier stages of the run write them;
+    ``params.yaml``: ``dvc exp run -S`` edits it, and the run records its params anyway)."""
     revision = _git(["rev-parse", "HEAD"], cwd)
     status = _git(["status", "--porcelain", "--untracked-files=no", "--", "."]
                   + [f":(exclude){p}" for p in DIRTY_IGNORED], cwd)

@@ -64,6 +64,9 @@ def lineage_config(stage: str, params: Mapping[str, Any], inputs: Mapping[str, s
         "git": state,
         "git_revision": state["revision"],
         "code_digest": code_digest(),
+        # the package that ran: under an editable install a queued experiment imports the main
+        # repository's src/, not its temporary copy's
+        "code_path": str(Path(__file__).resolve().parent),
         "dvc": {"experiment": experiment_name(), "group": run_group(state), "queued": in_temporary_copy(),
                 "baseline_rev": os.environ.get("DVC_EXP_BASELINE_REV"), "root": str(repo_root())},
     }
