@@ -302,6 +302,8 @@ def test_wandb_runs_record_the_inputs_each_run_read(workspace, tmp_path, monkeyp
         assert inputs[str(workspace / "medians")].endswith(".dir")
         assert run["config"]["params"]["loss"]["class_weights_weight"] == 0.1
         assert run["config"]["git"]["revision"] and run["config"]["code_digest"]
+        assert run["summary"]["wall_time_s"] > 0 and "wall_time_s" not in (tmp_path / name / "metrics" /
+                                                                            "metrics.json").read_text()
         model = run["artifacts"]["train-model"]
         assert model["metadata"]["md5"] == dvc_md5(tmp_path / name / "model.pt")
         assert Path(model["entries"]["model.pt"]["local_path"]).is_relative_to(folder)

@@ -286,7 +286,9 @@ def train(params: Params, stage: str, paths: RunPaths, *, progress: bool = True)
     if rank == 0:
         paths.model_out.parent.mkdir(parents=True, exist_ok=True)
         save_atomic(torch.load(best_path, weights_only=True), paths.model_out)
-        tracker.summary({f"best/{k}": v for k, v in best.items()} | {"best/epoch": best_epoch})
+        # wall time goes to W&B only: in metrics.json it would differ at every run (cropseg.tracking)
+        tracker.summary({f"best/{k}": v for k, v in best.items()} | {"best/epoch": best_epoch,
+                                                                     "wall_time_s": time.perf_counter() - started})
         tracker.log_outputs({"model": paths.model_out})
     tracker.close()
     if world_size > 1:
