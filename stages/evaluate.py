@@ -17,6 +17,7 @@ from cropseg.dataset import DatasetError
 from cropseg.evaluate import EvaluateError, EvaluatePaths, evaluate
 from cropseg.labels import LabelSetError
 from cropseg.params import ParamsError, load_params
+from cropseg.stage_runs import track_evaluate
 
 DEFAULTS = EvaluatePaths()
 
@@ -38,8 +39,9 @@ def main() -> int:
     args = parser.parse_args()
     try:
         params = load_params(args.params)
-        result = evaluate(EvaluatePaths(model=Path(args.model), medians=Path(args.medians), split=Path(args.split),
-                                        patches=Path(args.patches), clean=Path(args.clean), out=Path(args.out)),
+        paths = EvaluatePaths(model=Path(args.model), medians=Path(args.medians), split=Path(args.split),
+                              patches=Path(args.patches), clean=Path(args.clean), out=Path(args.out))
+        result = evaluate(paths,
                           label_set_name=params.labels, device=params.train.device,
                           precision=params.train.precision,
                           batch_size=args.batch_size or params.train.physical_batch_size,
@@ -47,6 +49,7 @@ def main() -> int:
     except (ParamsError, EvaluateError, DatasetError, LabelSetError, FileNotFoundError) as error:
         print(f"evaluate: error: {error}", file=sys.stderr)
         return 1
+    track_evaluate(params, paths, result)
     print(result.line())
     return 0
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from cropseg.irreducible import run_irreducible
 from cropseg.params import ParamsError, load_params
+from cropseg.stage_runs import track_irreducible
 
 
 def main() -> int:
@@ -21,8 +22,10 @@ def main() -> int:
     except ParamsError as error:
         print(f"irreducible_loss: error: {error}", file=sys.stderr)
         return 1
-    summary = run_irreducible(params, holdout_model=Path(args.model), medians=Path(args.medians),
-                              split_dir=Path(args.split), out=Path(args.out))
+    paths = dict(holdout_model=Path(args.model), medians=Path(args.medians), split_dir=Path(args.split),
+                 out=Path(args.out))
+    summary = run_irreducible(params, **paths)
+    track_irreducible(params, **paths, summary=summary)
     print(summary.line())
     return 0
 

@@ -39,7 +39,11 @@ def main() -> int:
                      metrics_dir=Path(args.metrics or defaults["metrics"]),
                      checkpoint_dir=Path(args.checkpoints) / args.stage, medians=Path(args.medians),
                      irreducible=Path(args.irreducible) if args.stage == "train" else None, truth=Path(args.truth))
-    result = train(params, args.stage, paths)
+    try:
+        result = train(params, args.stage, paths)
+    except ValueError as error:  # a split or config the run refuses (cropseg.guards), named in the message
+        print(f"{args.stage}: error: {error}", file=sys.stderr)
+        return 1
     print(result.line(args.stage))
     return 0
 

@@ -669,3 +669,20 @@ def test_the_default_run_holds_out_whole_tiles_with_three_test_patches():
     assert pd.Series(list(got.values())).value_counts().to_dict() == {"train": 6, "val": 3, "test": 3}
     tiles = _tiles_of(got)
     assert tiles["test"].isdisjoint(tiles["train"]) and tiles["val"].isdisjoint(tiles["train"])
+
+
+def test_split_warns_when_the_label_set_lacks_training_pixels_or_val_has_one_class():
+    from cropseg.labels import load_label_set
+    from cropseg.split import label_set_warnings
+
+    # counts by S4A code as in the default synthetic data: crops and grassland (910), no 970-999 code
+    summary = {"pixels": {"train": {"classes": {"0": 9, "110": 143621, "120": 86209, "910": 40812}},
+                          "val": {"classes": {"0": 3, "110": 13802, "120": 19427}}}}
+    labels = Path(__file__).resolve().parents[1] / "configs" / "labels"
+    warnings = label_set_warnings(summary, load_label_set("crop_presence", labels))
+    assert warnings == ["1 class(es) of the label set have no training pixel: unknown",
+                        "the val split holds 1 class(es) (crop): val F1 cannot tell a model from a constant "
+                        "prediction"]
+    summary["pixels"]["val"]["classes"]["910"] = 5
+    summary["pixels"]["train"]["classes"]["975"] = 1
+    assert label_set_warnings(summary, load_label_set("crop_presence", labels)) == []

@@ -45,7 +45,9 @@ def workspace(tmp_path_factory) -> Path:
 
 
 def _params(**overrides) -> object:
-    run = {"epochs": 3, "batch_size": 4, "physical_batch_size": 4, "precision": "32", "lr": 0.01}
+    # the tiny split lacks classes of s4a11: the guard (tested below) is waived
+    run = {"epochs": 3, "batch_size": 4, "physical_batch_size": 4, "precision": "32", "lr": 0.01,
+           "allow_degenerate_split": True}
     run.update(overrides.pop("run", {}))
     raw = {"model": {"arch": "unet", "width": 4, "depth": 2}, "train": run, "holdout": run,
            "tracking": {"wandb": "disabled"}, "loader": {"months": [3, 10]}, "selection": UNIFORM}
@@ -56,7 +58,7 @@ def _params(**overrides) -> object:
 def _paths(workspace: Path, out: Path) -> RunPaths:
     return RunPaths(split_dir=workspace / "split", model_out=out / "model.pt", metrics_dir=out / "metrics",
                     checkpoint_dir=out / "checkpoints", medians=workspace / "medians", labels_dir=LABELS,
-                    truth=workspace / "netcdf" / "truth" / "truth.csv", lock=out / "dvc.lock")
+                    truth=workspace / "netcdf" / "truth" / "truth.csv")
 
 
 def _weights(path: Path) -> dict[str, torch.Tensor]:
@@ -119,7 +121,8 @@ def _stage_script(workspace: Path, out: Path, params: dict) -> list[str]:
 def test_resume_after_kill_ends_with_the_same_metrics(workspace, tmp_path):
     raw = {"model": {"arch": "unet", "width": 4, "depth": 2}, "tracking": {"wandb": "disabled"},
            "loader": {"months": [3, 10]}, "selection": UNIFORM,
-           "train": {"epochs": 6, "batch_size": 2, "physical_batch_size": 2, "precision": "32", "lr": 0.01}}
+           "train": {"epochs": 6, "batch_size": 2, "physical_batch_size": 2, "precision": "32", "lr": 0.01,
+                     "allow_degenerate_split": True}}
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     reference = tmp_path / "reference"
     reference.mkdir()
@@ -265,22 +268,75 @@ def test_stored_irreducible_loss_equals_a_fresh_forward_of_the_holdout_model(wor
 
 
 
-def test_wandb_offline_mirror_has_config_and_model_artifact(workspace, tmp_path, monkeypatch):
+def test_wandb_runs_record_the_inputs_each_run_read(workspace, tmp_path, monkeypatch):
+    """Two experiments on different training lists: each offline W&B run holds its own input hashes
+    (DVC md5, as in dvc.lock), its name and group, and the model as a file artifact, staged nowhere
+    but in the run's folder."""
+    from cropseg.lineage import dvc_md5
+    from cropseg.wandb_run import read_offline_run
+
     monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb_dir"))
-    monkeypatch.setenv("DVC_EXP_NAME", "exp-test")
-    lock = tmp_path / "out" / "dvc.lock"
-    lock.parent.mkdir()
-    lock.write_text(yaml.safe_dump({"stages": {"train": {"deps": [{"path": "data/medians", "md5": "abc.dir"}]}}}))
-    params = _params(run={"epochs": 1}, tracking={"wandb": "offline"})
-    train(params, "train", _paths(workspace, tmp_path / "out"), progress=False)
-    runs = list((tmp_path / "wandb_dir" / "wandb").glob("offline-run-*"))
-    assert len(runs) == 1
-    # offline runs keep config, name and artifacts in the run's record file, synced later
-    records = (runs[0] / f"run-{runs[0].name.split('-')[-1]}.wandb").read_bytes()
-    for expected in (b"dvc_inputs", b"abc.dir", b"git_revision", b"class_weights_weight", b"exp-test",
-                     b"train-model"):
-        assert expected in records, expected
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "root"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))  # W&B's staging folder lives under it
+    monkeypatch.delenv("WANDB_DATA_DIR", raising=False)
+    runs = {}
+    for name, kept in (("exp-four", 4), ("exp-three", 3)):
+        monkeypatch.setenv("DVC_EXP_NAME", name)
+        split = tmp_path / name / "split"
+        split.mkdir(parents=True)
+        (split / "train.txt").write_text("".join(read_split_list(workspace / "split" / "train.txt")[:kept][i] + "\n"
+                                                 for i in range(kept)))
+        shutil.copy(workspace / "split" / "val.txt", split / "val.txt")
+        paths = _paths(workspace, tmp_path / name)
+        paths.split_dir = split
+        train(_params(run={"epochs": 1}, tracking={"wandb": "offline"}), "train", paths, progress=False)
+        (folder,) = set((tmp_path / "root" / "wandb").glob("offline-run-*")) - set(runs.values())
+        runs[name] = folder
+    for name, folder in runs.items():
+        run = read_offline_run(folder)
+        assert (run["name"], run["group"], run["job_type"]) == (f"{name}-train", name, "train")
+        inputs = run["config"]["dvc_inputs"]
+        split = tmp_path / name / "split"
+        assert inputs[str(split / "train.txt")] == dvc_md5(split / "train.txt")
+        assert inputs[str(workspace / "medians")] == dvc_md5(workspace / "medians")
+        assert inputs[str(workspace / "medians")].endswith(".dir")
+        assert run["config"]["params"]["loss"]["class_weights_weight"] == 0.1
+        assert run["config"]["git"]["revision"] and run["config"]["code_digest"]
+        assert run["summary"]["wall_time_s"] > 0 and "wall_time_s" not in (tmp_path / name / "metrics" /
+                                                                            "metrics.json").read_text()
+        model = run["artifacts"]["train-model"]
+        assert model["metadata"]["md5"] == dvc_md5(tmp_path / name / "model.pt")
+        assert Path(model["entries"]["model.pt"]["local_path"]).is_relative_to(folder)
+    train_hashes = {read_offline_run(f)["config"]["dvc_inputs"][str(tmp_path / n / "split" / "train.txt")]
+                    for n, f in runs.items()}
+    assert len(train_hashes) == 2
+    assert not list((tmp_path / "xdg").rglob("staging/*"))
+
+
+def test_train_refuses_a_split_without_a_class_in_train_or_with_one_class_in_val(workspace, tmp_path):
+    paths = _paths(workspace, tmp_path)
+    with pytest.raises(ValueError, match="no training pixel: sorghum, oats, sunflower, potatoes, peas.*"
+                                         "train.allow_degenerate_split"):
+        train(_params(run={"epochs": 1, "allow_degenerate_split": False}), "train", paths, progress=False)
+    assert not paths.model_out.exists()
+    # crop_presence (crop / non_crop / unknown): no `unknown` pixel anywhere, and val is refused too
+    # when it holds crop pixels only
+    from cropseg.guards import split_problems
+
+    problems = split_problems([0, 500, 40, 0], [0, 99, 0, 0], ("background", "crop", "non_crop", "unknown"))
+    assert problems == ["1 class(es) of the label set have no training pixel: unknown",
+                        "the val split holds 1 class(es) (crop): val F1 cannot tell a model from a constant "
+                        "prediction"]
+    assert split_problems([0, 5, 4], [0, 1, 2], ("background", "a", "b")) == []
+
+
+def test_summary_line_flags_a_perfect_first_validation():
+    from cropseg.train import Counters, TrainResult
+
+    flagged = TrainResult({"weighted_f1": 1.0}, 1, Counters(epoch=3), 1.0, history=[{"epoch": 1}])
+    assert "warning: val weighted F1 is 1.0 at the first validation (epoch 1)" in flagged.line("train")
+    fine = TrainResult({"weighted_f1": 1.0}, 2, Counters(epoch=3), 1.0, history=[{"epoch": 1}])
+    assert "warning" not in fine.line("train")
 
 
 def _blocks(n: int, block: int) -> list[range]:

@@ -16,6 +16,23 @@ def _umask() -> int:
     return mask
 
 
+def remove_stale(target: Path) -> list[Path]:
+    """Delete temporary siblings of ``target`` left by a killed run (``.NAME.tmp-*``, ``.NAME.old-*``).
+
+    Only one process writes a given output at a time (DVC locks the repository while a stage
+    runs), so any such sibling is a leftover: ``kill -9`` skips the cleanup below.
+    """
+    removed = []
+    for pattern in (f".{target.name}.tmp-*", f".{target.name}.old-*"):
+        for stale in target.parent.glob(pattern):
+            if stale.is_dir() and not stale.is_symlink():
+                shutil.rmtree(stale, ignore_errors=True)
+            else:
+                stale.unlink(missing_ok=True)
+            removed.append(stale)
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_dir(target: str | Path) -> Iterator[Path]:
     """Yield an empty temporary directory next to ``target``; on success it replaces ``target``.
@@ -25,6 +42,7 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale(target)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; outputs get the usual permissions
     try:
@@ -46,6 +64,7 @@ def atomic_file(target: str | Path, mode: str = "w") -> Iterator:
     """Open a temporary sibling of ``target`` for writing; rename it over ``target`` on success."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale(target)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.tmp-", dir=target.parent)
     os.close(fd)
     tmp = Path(tmp_name)

@@ -91,6 +91,12 @@ def available_label_sets(root: str | Path = "configs/labels") -> list[str]:
     return sorted(p.stem for p in Path(root).glob("*.yaml"))
 
 
+def _hint(path: Path) -> str:
+    from .lineage import missing_file_hint
+
+    return missing_file_hint(path)
+
+
 def load_label_set(name: str, root: str | Path = "configs/labels") -> LabelSet:
     """Read and validate ``root/NAME.yaml``.
 
@@ -103,7 +109,8 @@ def load_label_set(name: str, root: str | Path = "configs/labels") -> LabelSet:
     path = Path(root) / f"{name}.yaml"
     if not path.is_file():
         available = ", ".join(available_label_sets(root)) or "none"
-        raise LabelSetError(f"unknown label set {name!r}: no {path}; available in {root}: {available}")
+        raise LabelSetError(f"unknown label set {name!r}: no {path}; available in {root}: {available}"
+                            f"{_hint(path)}")
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:

@@ -244,6 +244,8 @@ class Run(Section):
     step_gamma: float = Field(0.5, gt=0, le=1)
     deterministic: bool = Field(True, description="deterministic kernels and seeded everything (same metrics on CPU)")
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    allow_degenerate_split: bool = Field(
+        False, description="train stage: train although a class has no training pixel or val has < 2 classes")
 
     @field_validator("precision", mode="before")
     @classmethod

@@ -16,7 +16,9 @@ Outputs, written atomically to ``data/split/``:
   out), ``rule`` (deciding rule location, or ``coco:<split>``) and ``reason`` (why left out:
   ``unmatched``, ``remainder``, ``subset``, ``not_in_coco``);
 - ``patches.geojson``: footprints (EPSG:4326) with their split;
-- ``summary.json``: patch counts, left-out counts, pixel counts per split and class (DVC metrics).
+- ``summary.json``: patch counts, left-out counts, pixel counts per split and class, and the
+  warnings of :mod:`cropseg.guards` for the label set (an output, not DVC metrics: per-class
+  counts would add a column per class to ``dvc exp show``).
 
 Same params and inputs give the same bytes.
 """
@@ -37,6 +39,9 @@ import numpy as np
 import pandas as pd
 
 from .atomic import atomic_dir
+from .guards import split_problems
+from .labels import LabelSet
+from .lineage import missing_file_hint
 from .params import Split
 from .patch_table import build_table, class_columns, write_geojson, write_table
 from .s4a import read_index
@@ -212,6 +217,15 @@ def summarize(table: pd.DataFrame, source: str, indexed: int, extra: dict) -> di
     }
 
 
+def label_set_warnings(summary: dict, label_set: LabelSet) -> list[str]:
+    """:func:`cropseg.guards.split_problems` on the summary's per-code pixel counts."""
+    def per_class(split: str) -> list[int]:
+        codes = summary["pixels"][split]["classes"]
+        return [sum(codes.get(str(c), 0) for c in group) for group in label_set.codes]
+
+    return split_problems(per_class("train"), per_class("val"), label_set.class_names)
+
+
 # --------------------------------------------------------------------------- the stage
 
 
@@ -226,7 +240,7 @@ def rules_path(params: Split, rules_dir: str | Path) -> Path:
     if not path.is_file():
         available = sorted(p.stem for p in Path(rules_dir).glob("*.yaml"))
         raise SplitError(f"split.rules: preset {params.rules!r} not found ({path}); "
-                         f"available: {', '.join(available) or 'none'}")
+                         f"available: {', '.join(available) or 'none'}{missing_file_hint(path)}")
     return path
 
 
@@ -236,8 +250,11 @@ def default_workers() -> int:
 
 def run_split(params: Split, netcdf_dir: str | Path = "data/netcdf", dem_dir: str | Path | None = "data/dem",
               out: str | Path = "data/split", rules_dir: str | Path = "configs/split_rules",
-              workers: int | None = None, progress: bool = True) -> SplitSummary:
-    """Make the split of ``netcdf_dir`` into ``out`` (replaced atomically); see the module docs."""
+              workers: int | None = None, progress: bool = True, label_set: LabelSet | None = None) -> SplitSummary:
+    """Make the split of ``netcdf_dir`` into ``out`` (replaced atomically); see the module docs.
+
+    With ``label_set``, warns (stderr and ``summary.json: warnings``) when a class of it has no
+    training pixel or val holds fewer than two classes (:mod:`cropseg.guards`)."""
     started = time.perf_counter()
     netcdf_dir = Path(netcdf_dir)
     index = netcdf_dir / INDEX_FILE
@@ -279,6 +296,10 @@ def run_split(params: Split, netcdf_dir: str | Path = "data/netcdf", dem_dir: st
         if not lists[split]:
             print(f"split: warning: {split} is empty", file=sys.stderr)
     summary = summarize(table, source, len(infos), extra)
+    if label_set is not None:
+        summary["warnings"] = label_set_warnings(summary, label_set)
+        for warning in summary["warnings"]:
+            print(f"split: warning: labels {label_set.name}: {warning}", file=sys.stderr)
     with atomic_dir(out) as folder:
         _write_lists(folder, lists)
         _write_lists(folder / HOLDOUT_DIR, {"train": lists["val"], "val": lists["train"], "test": lists["test"]})

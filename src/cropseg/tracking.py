@@ -1,11 +1,12 @@
 """Experiment tracking: DVCLive for ``dvc exp show`` / ``dvc plots``, mirrored to Weights & Biases.
 
 DVCLive writes under the stage's metrics folder with ``dvcyaml=False`` (metrics and plots are
-declared in dvc.yaml by hand: DVCLive's default rewrites dvc.yaml). Besides DVCLive's own
-per-metric TSVs, every logged row also goes to a CSV with the cost counters as columns
-(``samples_seen``, ``samples_considered``, ``pixels_seen``), so that ``dvc plots`` can draw any
-metric against samples seen as well as against steps. W&B is optional and never blocks: offline by
-default, online only when ``WANDB_API_KEY`` is set, disabled on demand or when not rank 0.
+declared in dvc.yaml by hand: DVCLive's default rewrites dvc.yaml). DVCLive gets only the
+validation metrics people compare (:data:`COMPARED`) and the cost counters, so that
+``metrics.json`` and ``dvc exp show`` stay small; every logged row, telemetry included, goes to a
+CSV with the cost counters as columns (``samples_seen``, ``samples_considered``, ``pixels_seen``),
+so that ``dvc plots`` can draw any metric against samples seen as well as against steps, and to
+W&B (:mod:`cropseg.wandb_run`: one run per stage with its lineage; only rank 0 logs).
 """
 
 from __future__ import annotations
@@ -13,32 +14,33 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import os
-import subprocess
+import shutil
 from pathlib import Path
 from typing import Any
 
-import yaml
+from .wandb_run import log_outputs, start_run
 
 COUNTERS = ("step", "epoch", "samples_seen", "samples_considered", "pixels_seen")
+# the metrics that go to metrics.json (``dvc exp show``): telemetry (lr, class shares, selection
+# scores) stays in steps.csv / val.csv and W&B, so that the experiments table fits a screen
+COMPARED = ("accuracy", "weighted_f1", "macro_f1", "crop5_accuracy", "crop5_weighted_f1", "crop5_macro_f1")
 
 
-def git_revision(cwd: str | Path = ".") -> str | None:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
+LOG_FILES = ("steps.csv", "val.csv", "metrics.json")
+LOG_DIRS = ("plots",)
 
 
-def dvc_input_md5s(stage: str, lock_path: str | Path = "dvc.lock") -> dict[str, str]:
-    """md5 of each dependency of ``stage`` as recorded in dvc.lock (empty when not locked yet)."""
-    path = Path(lock_path)
-    if not path.exists():
-        return {}
-    lock = yaml.safe_load(path.read_text()) or {}
-    deps = lock.get("stages", {}).get(stage, {}).get("deps", [])
-    return {d["path"]: d.get("md5", "") for d in deps if "path" in d}
+def clear_logs(metrics_dir: Path) -> None:
+    """Start a fresh (non-resumed) run from an empty log folder.
+
+    DVCLive rewrites the TSVs of the metrics it logs but leaves the others: a ``uniform`` run
+    after a ``rho_loss`` one kept ``selection/score_*`` TSVs of the previous run, which then
+    differed from what ``dvc exp apply`` restores, so ``dvc status`` reported the plots modified.
+    """
+    for name in LOG_FILES:
+        (metrics_dir / name).unlink(missing_ok=True)
+    for name in LOG_DIRS:
+        shutil.rmtree(metrics_dir / name, ignore_errors=True)
 
 
 class CsvLog:
@@ -72,8 +74,13 @@ class Tracker:
 
     def __init__(self, metrics_dir: str | Path, *, stage: str, config: dict[str, Any], wandb_mode: str,
                  project: str, resume_step: int | None, step_columns: list[str], val_columns: list[str],
-                 rank: int = 0):
+                 rank: int = 0, params: dict[str, Any] | None = None,
+                 inputs: dict[str, str | Path | None] | None = None):
         self.enabled = rank == 0
+        self.stage = stage
+        # holdout's DVC metrics under `holdout.`: unique names keep `dvc exp show` headers short
+        # (`best.weighted_f1`, not `metrics/train/metrics.json:best.weighted_f1`)
+        self.prefix = "" if stage == "train" else f"{stage}/"
         self.dir = Path(metrics_dir)
         self.live = None
         self.wandb = None
@@ -82,9 +89,8 @@ class Tracker:
         from dvclive import Live
 
         resume = resume_step is not None
-        if not resume and self.dir.exists():
-            for stale in ("steps.csv", "val.csv"):
-                (self.dir / stale).unlink(missing_ok=True)
+        if not resume:
+            clear_logs(self.dir)
         self.live = Live(str(self.dir), resume=resume, report=None, save_dvc_exp=False, dvcyaml=False)
         self.steps = CsvLog(self.dir / "steps.csv", list(COUNTERS) + step_columns)
         self.val = CsvLog(self.dir / "val.csv", list(COUNTERS) + val_columns)
@@ -92,7 +98,8 @@ class Tracker:
             self.steps.truncate_after(resume_step)
             self.val.truncate_after(resume_step)
             self._truncate_live_plots(resume_step)
-        self.wandb = _start_wandb(wandb_mode, project, stage, config)
+        self.wandb = start_run(wandb_mode, project, stage, params=params or config.get("params", {}),
+                               inputs=inputs or {}, extra=config)
 
     def _truncate_live_plots(self, step: int) -> None:
         """Drop DVCLive TSV rows logged after the checkpoint the run resumes from."""
@@ -109,11 +116,13 @@ class Tracker:
         """Log one row of ``metrics`` (``kind`` = steps | val) with the cost counters."""
         if not self.enabled:
             return
-        self.live.step = counters["step"]
-        for name, value in metrics.items():
-            self.live.log_metric(f"{kind}/{name}" if kind != "steps" else f"train/{name}", float(value))
-        for name in ("samples_seen", "samples_considered", "pixels_seen"):
-            self.live.log_metric(name, int(counters[name]))
+        if kind == "val":  # DVC metrics: only what people compare; every column is in the CSVs and W&B
+            self.live.step = counters["step"]
+            for name, value in metrics.items():
+                if name in COMPARED:
+                    self.live.log_metric(f"{self.prefix}val/{name}", float(value))
+            for name in COUNTERS[2:]:
+                self.live.log_metric(f"{self.prefix}{name}", int(counters[name]))
         (self.steps if kind == "steps" else self.val).append({**counters, **metrics})
         if self.wandb is not None:
             self.wandb.log({**{f"{kind}/{k}": v for k, v in metrics.items()}, **counters}, step=counters["step"])
@@ -123,7 +132,8 @@ class Tracker:
         if not self.enabled:
             return
         for name, value in values.items():
-            self.live.log_metric(name, value, plot=False)
+            if name.rsplit("/", 1)[-1] in COMPARED + ("epoch",):
+                self.live.log_metric(f"{self.prefix}{name}", value, plot=False)
         if self.wandb is not None:
             self.wandb.summary.update(values)
 
@@ -131,13 +141,13 @@ class Tracker:
         if self.enabled:
             self.live.make_summary()
 
-    def log_model(self, path: Path, name: str) -> None:
+    def log_outputs(self, outputs: dict[str, Path]) -> None:
+        """The run's outputs as W&B artifacts (by reference to the DVC remote when there is one)."""
         if self.wandb is not None:
-            import wandb
-
-            artifact = wandb.Artifact(name, type="model")
-            artifact.add_file(str(path))
-            self.wandb.log_artifact(artifact)
+            try:
+                log_outputs(self.wandb, self.stage, outputs)
+            except Exception as error:  # tracking must never stop training
+                print(f"tracking: outputs not logged to W&B ({type(error).__name__}: {error})")
 
     def close(self) -> None:
         if not self.enabled:
@@ -145,29 +155,6 @@ class Tracker:
         self.live.end()
         if self.wandb is not None:
             self.wandb.finish()
-
-
-def _start_wandb(mode: str, project: str, stage: str, config: dict):
-    """A W&B run mirroring this one, or None. ``WANDB_MODE`` in the environment wins over params."""
-    mode = os.environ.get("WANDB_MODE", mode)
-    if mode == "disabled":
-        return None
-    if mode == "online" and not os.environ.get("WANDB_API_KEY"):
-        print("tracking: tracking.wandb is online but WANDB_API_KEY is not set; logging offline instead")
-        mode = "offline"
-    # an absolute WANDB_DIR, so that runs of queued experiments (in temp copies) are kept
-    wandb_dir = Path(os.environ.get("WANDB_DIR", Path.cwd() / "wandb")).absolute()
-    wandb_dir.mkdir(parents=True, exist_ok=True)
-    os.environ["WANDB_DIR"] = str(wandb_dir)
-    try:
-        import wandb
-
-        return wandb.init(project=project, mode=mode, dir=str(wandb_dir), job_type=stage,
-                          name=os.environ.get("DVC_EXP_NAME") or None, config=config, reinit="finish_previous",
-                          settings=wandb.Settings(silent=True, x_disable_stats=True))
-    except Exception as error:  # tracking must never stop training
-        print(f"tracking: W&B disabled for this run ({type(error).__name__}: {error})")
-        return None
 
 
 def config_digest(config: dict[str, Any]) -> str:

@@ -35,6 +35,7 @@ from .checkpoint import load_checkpoint, model_file, save_atomic
 from .dataset import BlockSampler, SubPatchDataset, read_split_list
 from .files import sha256_of
 from .evaluation import confusion, headline, sequential_loader
+from .guards import split_problems, suspicious_best
 from .labels import load_label_set
 from .loss import class_weights, parcel_nll
 from .models import build_model
@@ -42,7 +43,7 @@ from .params import Params, Run
 from .precise_bn import calibration_positions, recalibrate
 from .precision import autocast, pick_device, use_bf16
 from .selection import Selector
-from .tracking import Tracker, config_digest, dvc_input_md5s, git_revision
+from .tracking import Tracker, config_digest
 
 VAL_COLUMNS = ["accuracy", "weighted_f1", "macro_f1", "crop5_accuracy", "crop5_weighted_f1", "crop5_macro_f1",
                "loss", "lr", "selection/noisy_share_selected", "selection/noisy_share_block",
@@ -61,7 +62,6 @@ class RunPaths:
     labels_dir: Path = Path("configs/labels")
     irreducible: Path | None = None
     truth: Path | None = None
-    lock: Path = Path("dvc.lock")
 
 
 @dataclass
@@ -88,10 +88,12 @@ class TrainResult:
     def line(self, stage: str) -> str:
         rate = self.counters.samples_seen / self.seconds if self.seconds else 0.0
         resumed = f", resumed after epoch {self.resumed_from}" if self.resumed_from is not None else ""
+        first = self.history[0]["epoch"] if self.history else 0
+        flag = suspicious_best(self.best_epoch, first, self.best.get("weighted_f1", 0.0))
         return (f"{stage}: {self.counters.epoch} epochs, {self.counters.step} steps, {self.counters.samples_seen} "
                 f"samples seen of {self.counters.samples_considered} considered, best val weighted F1 "
                 f"{self.best.get('weighted_f1', float('nan')):.4f} (epoch {self.best_epoch}), "
-                f"{self.seconds:.1f} s, {rate:.0f} samples/s{resumed}")
+                f"{self.seconds:.1f} s, {rate:.0f} samples/s{resumed}" + (f"; {flag}" if flag else ""))
 
 
 def _distributed() -> tuple[int, int, int]:
@@ -169,6 +171,8 @@ def train(params: Params, stage: str, paths: RunPaths, *, progress: bool = True)
         raise ValueError(f"{stage}: empty split (train {len(train_set)}, val {len(val_set)} samples with parcels)")
     counts = train_set.class_pixel_counts()
     bn_sample = calibration_positions(len(train_set), params.model.precise_bn_samples, run.seed)
+    if stage == "train":
+        _guard_split(counts, val_set.class_pixel_counts(), label_set.class_names, run.allow_degenerate_split, rank)
 
     # ---- model, loss weights, optimiser, scheduler
     model = build_model(params.model.arch, bands=train_set.bands, months=train_set.months,
@@ -228,8 +232,8 @@ def train(params: Params, stage: str, paths: RunPaths, *, progress: bool = True)
             # `dvc repro` deletes the stage's outputs (the metric logs) before it runs the stage again
             _copy_tree(paths.checkpoint_dir / "metrics", paths.metrics_dir)
     tracker = Tracker(paths.metrics_dir, stage=stage, wandb_mode=params.tracking.wandb, project=params.tracking.project,
-                      config={**config, "git_revision": git_revision(), "dvc_inputs": dvc_input_md5s(stage, paths.lock),
-                              "digest": digest},
+                      config={**config, "digest": digest}, params=run_params,
+                      inputs=_read_inputs(paths, params.labels, selector.uses_irreducible),
                       resume_step=counters.step if state is not None else None,
                       step_columns=["loss", "lr"] + selector.telemetry_columns, val_columns=VAL_COLUMNS, rank=rank)
 
@@ -286,8 +290,10 @@ def train(params: Params, stage: str, paths: RunPaths, *, progress: bool = True)
     if rank == 0:
         paths.model_out.parent.mkdir(parents=True, exist_ok=True)
         save_atomic(torch.load(best_path, weights_only=True), paths.model_out)
-        tracker.summary({f"best/{k}": v for k, v in best.items()} | {"best/epoch": best_epoch})
-        tracker.log_model(paths.model_out, f"{stage}-model")
+        # wall time goes to W&B only: in metrics.json it would differ at every run (cropseg.tracking)
+        tracker.summary({f"best/{k}": v for k, v in best.items()} | {"best/epoch": best_epoch,
+                                                                     "wall_time_s": time.perf_counter() - started})
+        tracker.log_outputs({"model": paths.model_out})
     tracker.close()
     if world_size > 1:
         dist.barrier()
@@ -317,6 +323,25 @@ def _optimizer_step(net: torch.nn.Module, optimizer: torch.optim.Optimizer, batc
     optimizer.step()
     loss = float(_all_reduce_sum(loss_sum, world_size)) / max(total_weight, 1e-12)
     return loss, int(pixels), int(samples)
+
+
+def _read_inputs(paths: RunPaths, labels: str, uses_irreducible: bool) -> dict[str, Path | None]:
+    """What this run reads, by its dvc.yaml path: hashed for the W&B run's lineage."""
+    inputs = {str(paths.medians): paths.medians, str(paths.split_dir / "train.txt"): paths.split_dir / "train.txt",
+              str(paths.split_dir / "val.txt"): paths.split_dir / "val.txt",
+              str(paths.labels_dir / f"{labels}.yaml"): paths.labels_dir / f"{labels}.yaml"}
+    if uses_irreducible and paths.irreducible is not None:
+        inputs[str(paths.irreducible)] = paths.irreducible
+    return inputs
+
+
+def _guard_split(train_counts, val_counts, class_names, allowed: bool, rank: int) -> None:
+    problems = split_problems(np.asarray(train_counts), np.asarray(val_counts), class_names)
+    if problems and not allowed:
+        raise ValueError("refusing to train: " + "; ".join(problems)
+                         + " (choose another split or label set, or set train.allow_degenerate_split: true)")
+    for problem in problems if rank == 0 else []:
+        print(f"train: warning: {problem}")
 
 
 def _truth_for(dataset: SubPatchDataset, truth_path: Path | None) -> dict[str, Any] | None:

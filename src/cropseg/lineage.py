@@ -1,0 +1,156 @@
+"""Where a stage runs and what it read: the facts a W&B run records so that its lineage is true.
+
+A stage runs in one of three places: by hand (``python stages/x.py``), under ``dvc repro`` /
+``dvc exp run`` in the repository, or in a temporary copy of it (``dvc exp run --queue`` /
+``--temp``, under ``.dvc/tmp/exps/``), which DVC deletes afterwards. DVC sets ``DVC_ROOT`` to the
+*main* repository in all DVC runs, temporary copies included (treeverse/dvc #9918), and
+``DVC_EXP_NAME`` under ``dvc exp run`` (https://dvc.org/doc/user-guide/env); both were checked
+with a queued experiment (``tests/test_tracking.py``). So:
+
+* :func:`repo_root` is where records that must outlive the run go (W&B files);
+* :func:`run_group` is the DVC experiment name, else the git revision: one W&B group per experiment;
+* :func:`dvc_md5` hashes an input the way DVC 3 does (``hash: md5`` in ``dvc.lock``: md5 of a
+  file's bytes; for a directory, md5 of the JSON list of its files' ``{md5, relpath}`` sorted by
+  path, plus ``.dir``), computed by the stage on what *this* run read rather than read from a
+  ``dvc.lock`` that still holds the previous run's hashes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+
+CHUNK = 1 << 20
+DIRTY_IGNORED = ("dvc.lock", "metrics", "params.yaml")  # written by DVC, the stages, `-S` (params are recorded)
+
+
+def repo_root() -> Path:
+    """The main repository: ``DVC_ROOT`` (also from a queued run's temporary copy), else git's top level."""
+    root = os.environ.get("DVC_ROOT")
+    if root:
+        return Path(root).absolute()
+    top = _git(["rev-parse", "--show-toplevel"])
+    return Path(top).absolute() if top else Path.cwd().absolute()
+
+
+def in_temporary_copy() -> bool:
+    """True inside a queued (or ``--temp``) experiment: DVC runs it outside the main repository."""
+    root = os.environ.get("DVC_ROOT")
+    return bool(root) and Path(root).resolve() != Path.cwd().resolve()
+
+
+def experiment_name() -> str | None:
+    return os.environ.get("DVC_EXP_NAME") or None
+
+
+def git_state(cwd: str | Path = ".") -> dict[str, object]:
+    """HEAD revision and whether tracked files differ from it, apart from :data:`DIRTY_IGNORED`
+    (``dvc.lock`` and ``metrics/``: DVC and the earlier stages of the run write them;
+    ``params.yaml``: ``dvc exp run -S`` edits it, and the run records its params anyway)."""
+    revision = _git(["rev-parse", "HEAD"], cwd)
+    status = _git(["status", "--porcelain", "--untracked-files=no", "--", "."]
+                  + [f":(exclude){p}" for p in DIRTY_IGNORED], cwd)
+    changed = sorted(line[3:] for line in (status or "").splitlines() if line.strip())
+    return {"revision": revision, "dirty": bool(changed), "changed": changed[:50]}
+
+
+def run_group(state: Mapping[str, object] | None = None) -> str:
+    """W&B group of this run: the DVC experiment name, else the short git revision (``-dirty`` when so)."""
+    name = experiment_name()
+    if name:
+        return name
+    state = state if state is not None else git_state()
+    revision = state.get("revision")
+    if not revision:
+        return "no-git"
+    return f"{str(revision)[:7]}{'-dirty' if state.get('dirty') else ''}"
+
+
+def file_md5(path: str | Path) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def dvc_md5(path: str | Path) -> str:
+    """The md5 DVC 3 records for ``path`` in ``dvc.lock`` (``.dir``-suffixed for a directory)."""
+    path = Path(path)
+    if not path.is_dir():
+        return file_md5(path)
+    entries = [{"md5": file_md5(p), "relpath": p.relative_to(path).as_posix()}
+               for p in path.rglob("*") if p.is_file()]
+    entries.sort(key=lambda e: e["relpath"])
+    listing = json.dumps(entries, sort_keys=True).encode()
+    return hashlib.md5(listing).hexdigest() + ".dir"
+
+
+def input_hashes(inputs: Mapping[str, str | Path | None]) -> dict[str, str | None]:
+    """``{name: dvc_md5}`` of every input that exists (None for one that does not)."""
+    return {name: (dvc_md5(path) if path is not None and Path(path).exists() else None)
+            for name, path in inputs.items()}
+
+
+def code_digest() -> str:
+    """sha256 over the package's and the stage scripts' sources (names and bytes, sorted)."""
+    package = Path(__file__).parent
+    files = sorted(package.glob("*.py"))
+    stages = package.parent.parent / "stages"
+    if stages.is_dir():
+        files += sorted(stages.glob("*.py"))
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(f"{path.parent.name}/{path.name}".encode() + path.read_bytes())
+    return digest.hexdigest()
+
+
+def dvc_remote_url(root: str | Path | None = None) -> str | None:
+    """URL of the default DVC remote (``core.remote``), or None when none is configured."""
+    try:
+        from dvc.config import Config
+
+        config = Config(dvc_dir=str(Path(root or repo_root()) / ".dvc"))
+        name = config["core"].get("remote")
+        if not name:
+            return None
+        url = str(config["remote"][name]["url"])
+    except Exception:  # no DVC, no .dvc/, a broken config: lineage goes without the remote
+        return None
+    if "://" not in url:
+        url = Path(url).absolute().as_uri()  # DVC already resolved a relative local path
+    return url.rstrip("/")
+
+
+def remote_object_url(remote: str, md5: str) -> str:
+    """Where ``dvc push`` puts an object of that md5 (DVC 3 layout: ``files/md5/ab/cdef...``)."""
+    return f"{remote}/files/md5/{md5[:2]}/{md5[2:]}"
+
+
+def missing_file_hint(path: str | Path) -> str:
+    """Why a file may be missing: in a queued experiment only committed or staged files exist."""
+    if not in_temporary_copy():
+        return ""
+    relative = Path(path)
+    if relative.is_absolute():
+        try:
+            relative = relative.resolve().relative_to(Path.cwd().resolve())
+        except ValueError:
+            return ""
+    where = repo_root() / relative
+    found = f" ({where} exists in the main repository but is not committed)" if where.exists() else ""
+    return (f"; this is a queued experiment, run in a temporary copy of the repository that only holds "
+            f"files git tracks or has staged{found}: `git add {relative.as_posix()}` (or commit it) and "
+            f"queue the experiment again")
+
+
+def _git(args: list[str], cwd: str | Path = ".") -> str | None:
+    try:
+        return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
