@@ -313,6 +313,10 @@ class Store:
         self.shard_names = [s["name"] for s in self.meta["shards"]]
         self.cache = ShardCache(self.root, max_open)
         self._counts: np.ndarray | None = None
+        # plain columns: the per-batch lookups in arrays() stay a few microseconds per patch
+        self._window, self._bands = int(self.meta["window"]), len(self.meta["bands"])
+        self._columns = {name: self.patches[name].tolist() for name in
+                         ("shard", "sub_y", "sub_x", "periods", "offset", "labels_offset")}
 
     def __len__(self) -> int:
         return len(self.patches)
@@ -354,15 +358,12 @@ class Store:
 
     def arrays(self, row: int) -> tuple[np.ndarray, np.ndarray]:
         """Read-only views of one patch's medians and labels in its (cached) shard map."""
-        r = self.patches[row]
-        buffer = self.cache.get(self.shard_names[int(r["shard"])])
-        sub_y, sub_x, periods = int(r["sub_y"]), int(r["sub_x"]), int(r["periods"])
-        window, bands = int(self.meta["window"]), len(self.meta["bands"])
-        medians_shape = (sub_y, sub_x, periods, bands, window, window)
-        labels_shape = (sub_y, sub_x, window, window)
-        medians = np.frombuffer(buffer, self.dtype, int(np.prod(medians_shape)), int(r["offset"]))
-        labels = np.frombuffer(buffer, LABELS_DTYPE, int(np.prod(labels_shape)), int(r["labels_offset"]))
-        return medians.reshape(medians_shape), labels.reshape(labels_shape)
+        c, w = self._columns, self._window
+        buffer = self.cache.get(self.shard_names[c["shard"][row]])
+        sub_y, sub_x, periods = c["sub_y"][row], c["sub_x"][row], c["periods"][row]
+        medians = np.frombuffer(buffer, self.dtype, sub_y * sub_x * periods * self._bands * w * w, c["offset"][row])
+        labels = np.frombuffer(buffer, LABELS_DTYPE, sub_y * sub_x * w * w, c["labels_offset"][row])
+        return (medians.reshape(sub_y, sub_x, periods, self._bands, w, w), labels.reshape(sub_y, sub_x, w, w))
 
     def samples_of(self, rows: np.ndarray) -> np.ndarray:
         """Store sample numbers of every sub-patch of ``rows``, row by row (all rows share a grid)."""
