@@ -121,11 +121,11 @@ class SubPatchDataset(Dataset):
 
     @property
     def open_shards(self) -> int:
-        """Shard maps this process holds now (at most ``max_open``)."""
+        """Shard files this process holds open now (at most ``max_open``)."""
         return len(self.store.cache)
 
     def _open(self, patch: int) -> tuple[np.ndarray, np.ndarray]:
-        """Medians and labels of the split's ``patch``-th patch: views into a cached shard map."""
+        """Medians and labels of the split's ``patch``-th patch, memory-mapped (whole-patch reads)."""
         return self.store.arrays(int(self.records.rows[patch]))
 
     def class_pixel_counts(self) -> np.ndarray:
@@ -137,17 +137,18 @@ class SubPatchDataset(Dataset):
         return len(self.indices)
 
     def __getitem__(self, positions: list[int] | np.ndarray) -> Batch:
-        """Gather the samples at ``positions`` (positions in ``self.indices``) as one batch."""
+        """Gather the samples at ``positions`` (positions in ``self.indices``) as one batch: each
+        sub-patch's months and labels are read straight into the batch arrays."""
         index = self.indices[np.asarray(positions, dtype=np.int64)]
         x = np.empty((len(index), self.months, self.bands, self.window, self.window), dtype=np.float32)
-        y = np.empty((len(index), self.window, self.window), dtype=np.int64)
+        raw = np.empty((len(index), self.window, self.window), dtype=np.uint32)
         patch, within = np.divmod(index, self.per_patch)
-        sub_y, sub_x = np.divmod(within, self.sub_x)
+        rows = self.records.rows
         for p in np.unique(patch):
-            rows = np.flatnonzero(patch == p)
-            images, labels = self._open(int(p))
-            x[rows] = images[sub_y[rows], sub_x[rows], self.periods]
-            y[rows] = self.label_set.map(labels[sub_y[rows], sub_x[rows]])
+            at = np.flatnonzero(patch == p)
+            self.store.read_samples(int(rows[p]), within[at].tolist(), self.periods, [x[i] for i in at],
+                                    [raw[i] for i in at])
+        y = self.label_set.map(raw).astype(np.int64)
         x *= np.float32(1.0 / self.normalize)
         return Batch(torch.from_numpy(index), torch.from_numpy(x), torch.from_numpy(y))
 
