@@ -1,4 +1,4 @@
-"""The sharded medians store as the loader sees it: index-only construction, bounded open maps,
+"""The sharded medians store as the loader sees it: index-only construction, bounded open shards,
 DataLoader workers, clear errors."""
 
 from __future__ import annotations

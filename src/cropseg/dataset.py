@@ -6,14 +6,15 @@ as written by the split stage. The index does not depend on ``skip_empty`` or on
 stored per-sample values (irreducible losses, synthetic truth) can be matched to it; every batch
 carries it, as in the RHO-Loss reference code's ``(index, input, target)`` contract.
 
-Batches are gathered in one call per patch (``memmap[sub_y, sub_x, months]``): only the months
-needed are read, nothing is decompressed, and there is no Python loop over pixels or classes
-(labels are mapped with the label set's lookup table).
+Batches are gathered with one ``preadv`` per sub-patch straight into the batch array (a
+sub-patch's months are one contiguous range of its shard): only the months needed are read,
+nothing is decompressed, and there is no Python loop over pixels or classes (labels are mapped
+with the label set's lookup table).
 
 Resources do not grow with the number of patches (:mod:`cropseg.store`): construction reads the
 store's index only (parcel pixels per sample and class pixel counts come from its per sub-patch
 code counts, never from a label map), and shards are opened lazily through a bounded LRU of
-memory maps, per process (DataLoader workers open their own after fork).
+file descriptors, per process (DataLoader workers open their own after fork).
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ class Batch:
 class SubPatchDataset(Dataset):
     """The sub-patches of one split. ``dataset[list_of_indices]`` returns a whole :class:`Batch`.
 
-    ``max_open`` bounds the shard memory maps (and so file descriptors) each process holds.
+    ``max_open`` bounds the shard files each process holds open (an LRU; see :mod:`cropseg.store`).
     """
 
     def __init__(self, medians_root: str | Path, split_list: list[str], label_set: LabelSet, *,
