@@ -52,8 +52,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from cropseg.store import (ALIGN, DEFAULT_SHARD_BYTES, FORMAT, plan_store, create_shards,  # noqa: E402
-                           write_index)
+from cropseg.store import ALIGN, DEFAULT_SHARD_BYTES, create_shards, plan_store, write_index  # noqa: E402
 
 WINDOW, GRID, PERIODS, BANDS, FREQ = 4, 6, 6, 1, "2MS"
 REAL = {"window": 61, "grid": 6, "periods": 12, "bands": 4}  # S4A defaults: 366 px, 1MS, 4 bands, float32
@@ -347,7 +346,7 @@ def dvc_status_seconds(folder: Path, dvc: str) -> tuple[float, float]:
     run("git", "init", "-q")
     run(dvc, "init", "-q")
     run(dvc, "config", "core.analytics", "false")
-    run(dvc, "config", "cache.type", "reflink,hardlink,symlink,copy")
+    run(dvc, "config", "cache.type", "hardlink,symlink,copy")  # as .dvc/config
     start = time.perf_counter()
     run(dvc, "add", "-q", "medians")
     added = time.perf_counter() - start

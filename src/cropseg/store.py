@@ -417,7 +417,7 @@ class Store:
         """Model class of every code of the vocabulary (``lut_of_codes`` maps an array of codes)."""
         return np.asarray(lut_of_codes(np.asarray(self.meta["codes"], dtype=np.int64)), dtype=np.int64)
 
-    def iter_counts(self, chunk: int = 1 << 22) -> Iterator[np.ndarray]:
+    def iter_counts(self, chunk: int = 1 << 20) -> Iterator[np.ndarray]:
         table = self.counts
         for start in range(0, len(table), chunk):
             yield np.asarray(table[start:start + chunk])
