@@ -29,7 +29,7 @@ Layout::
   patch's ``first_sample`` + row-major sub-patch number), the pixels of each S4A code it contains
   (``code`` indexes ``store.json["codes"]``, so any label set maps it by table lookup). Parcel
   pixels (codes that are not 0) and class pixel counts of a split follow from it without reading
-  a label map; it is memory-mapped and read in chunks, so it never has to fit in memory.
+  a label map; it is read in chunks, so it never has to fit in memory.
 
 Readers open shards lazily through :class:`ShardCache`, an LRU of at most ``max_open`` file
 descriptors read with ``preadv`` (one contiguous read per sub-patch, straight into the batch),
@@ -418,9 +418,16 @@ class Store:
         return np.asarray(lut_of_codes(np.asarray(self.meta["codes"], dtype=np.int64)), dtype=np.int64)
 
     def iter_counts(self, chunk: int = 1 << 20) -> Iterator[np.ndarray]:
-        table = self.counts
-        for start in range(0, len(table), chunk):
-            yield np.asarray(table[start:start + chunk])
+        """The counts table in chunks of ``chunk`` rows, read (not mapped): memory stays one chunk
+        (12 MB) whatever the table's size, and no file page is charged to the process."""
+        with open(self.root / COUNTS_FILE, "rb") as handle:
+            version = np.lib.format.read_magic(handle)
+            shape, _, dtype = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                               else np.lib.format.read_array_header_2_0)(handle)
+            if dtype != COUNT_DTYPE or len(shape) != 1:
+                raise StoreError(f"{self.root / COUNTS_FILE}: {dtype} {shape}, expected a 1-d {COUNT_DTYPE}")
+            for start in range(0, shape[0], chunk):
+                yield np.fromfile(handle, dtype=COUNT_DTYPE, count=min(chunk, shape[0] - start))
 
     def pixels_per_sample(self, classes: np.ndarray, samples: np.ndarray) -> np.ndarray:
         """Pixels of a class > 0 (``classes[code]``: model class per vocabulary entry) in each of
