@@ -17,6 +17,7 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 
 repro: setup
 	dvc repro
+	dvc checkout --relink -q  # outputs DVC left as copies (bytes already cached) become links: stored once
 
 test: setup
 	$(VENV)/bin/python -m pytest -q

@@ -5,8 +5,10 @@ interleaved patch by patch, it times per patch:
 
 * ``read``: netCDF4 reading + decompressing the band variables and the labels, nothing else
   (the lower bound for any implementation that reads these files);
-* ``stage``: :func:`cropseg.medians.process_patch`, i.e. read, medians, interpolation, cut and
-  both ``.npy`` files written (``compute`` is the same without writing);
+* ``stage``: what the stage does per patch: :func:`cropseg.medians.read_header` (the plan pass)
+  and :func:`cropseg.medians.process_patch`, i.e. read, medians, interpolation, cut, both blocks
+  written into their shard and the code counts of the index (``compute`` is the same without
+  the header pass, the write and the counts);
 * ``xarray``: the authors' recipe (``tests/medians_oracle.py``), on fewer patches (it is slow),
   also checked to give the same numbers as the stage;
 
@@ -35,7 +37,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
 from cropseg.executor import make_executor  # noqa: E402
-from cropseg.medians import compute_patch, process_patch, run_medians  # noqa: E402
+from cropseg.medians import compute_patch, plan_medians, process_patch, read_header, run_medians  # noqa: E402
+from cropseg.store import DEFAULT_SHARD_BYTES, create_shards  # noqa: E402
 from cropseg.params import Medians, SyntheticData  # noqa: E402
 from cropseg.s4a import PatchInfo, read_index, write_index  # noqa: E402
 from cropseg.synthetic import generate_patch, plan_patches, write_patch_netcdf  # noqa: E402
@@ -104,18 +107,27 @@ def main() -> None:
         print(f"generated {len(relpaths)} patches (366 px, {args.acquisitions} dates, 13 bands) "
               f"in {time.perf_counter() - t:.1f} s; bands timed: {params.bands}")
         scratch = work / "scratch"
-        scratch.mkdir(exist_ok=True)
+        shutil.rmtree(scratch, ignore_errors=True)
+        scratch.mkdir()
+        with make_executor("processes", 1) as executor:  # 1 worker: in this process
+            plan = plan_medians(netcdf, relpaths, params, executor, DEFAULT_SHARD_BYTES, progress=False)
+        create_shards(scratch, plan)
+        slot_of = {slot.path: slot for slot in plan.slots}
+
+        def stage(relpath: str) -> None:
+            read_header(netcdf / relpath, params.window)
+            process_patch(slot_of[relpath], str(netcdf), str(scratch), params)
 
         read_t, compute_t, stage_t, xarray_t = [], [], [], []
         for relpath in relpaths:  # warm the page cache and the imports
             read_only(netcdf / relpath, params.bands)
-        process_patch(relpaths[0], str(netcdf), str(scratch), params)
+        stage(relpaths[0])
         for _ in range(args.repeats):
             for relpath in relpaths:
                 path = netcdf / relpath
                 read_t.append(timed(read_only, path, params.bands))
                 compute_t.append(timed(compute_patch, path, params))
-                stage_t.append(timed(process_patch, relpath, str(netcdf), str(scratch), params))
+                stage_t.append(timed(stage, relpath))
         worst = 0.0
         for relpath in relpaths[: args.oracle_patches]:
             path = netcdf / relpath
@@ -133,7 +145,7 @@ def main() -> None:
         print("|---|---:|---:|---:|")
         print(f"| read + decompress alone | {read_s:.3f} | 1.00x | {xarray_s / read_s:.0f}x |")
         print(f"| stage compute (no write) | {compute_s:.3f} | {compute_s / read_s:.2f}x | {xarray_s / compute_s:.0f}x |")
-        print(f"| stage (compute + write .npy) | {stage_s:.3f} | {stage_s / read_s:.2f}x | {xarray_s / stage_s:.0f}x |")
+        print(f"| stage (header + compute + write into shard + counts) | {stage_s:.3f} | {stage_s / read_s:.2f}x | {xarray_s / stage_s:.0f}x |")
         print(f"| xarray recipe ({len(xarray_t)} patches) | {xarray_s:.2f} | {xarray_s / read_s:.0f}x | 1x |")
         print(f"max relative difference stage vs xarray: {worst:.1e} (float32 rounding is 6e-08)")
 
@@ -159,10 +171,11 @@ def main() -> None:
         for label, task in (("stage", stage_task), ("control: pure-CPU loop", busy)):
             base = None
             for workers in (1, 2):
+                items = [slot_of[r] for r in tasks] if task is stage_task else tasks
                 with make_executor("processes", workers) as executor:
-                    list(executor.imap_unordered(task, relpaths[:workers]))  # start and warm every worker
+                    list(executor.imap_unordered(task, items[:workers]))  # start and warm every worker
                     start = time.perf_counter()
-                    list(executor.imap_unordered(task, tasks))
+                    list(executor.imap_unordered(task, items))
                     seconds = time.perf_counter() - start
                 base = base or seconds
                 print(f"| {label}, {workers} worker(s), {len(tasks)} tasks | {seconds:.2f} | "

@@ -132,8 +132,7 @@ def test_evaluate_end_to_end(tmp_path):
     netcdf = tmp_path / "netcdf"
     fetch_s4a(tiny_data(patches=2, patch_size=122, label_noise=0.3), netcdf, workers=1)
     run_medians(netcdf, tmp_path / "medians", Medians(workers=1), progress=False)
-    meta = json.loads((tmp_path / "medians" / "meta.json").read_text())
-    paths = sorted(r["path"] for r in meta["patches"])
+    paths = sorted(p.relative_to(netcdf).as_posix() for p in netcdf.rglob("*.nc"))
     (tmp_path / "test.txt").write_text("\n".join(paths) + "\n")
     pd.DataFrame({"path": paths, "tile": ["31TCG", "31TCJ"], "year": [2019, 2019],
                   "elevation_mean": [100.0, 200.0]}).to_csv(tmp_path / "patches.csv", index=False)

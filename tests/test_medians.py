@@ -126,6 +126,30 @@ def test_empty_periods_are_interpolated_from_period_starts(tmp_path):
     np.testing.assert_allclose(m[11], m[10] + (m[10] - m[9]) * 30 / 31, rtol=1e-5, atol=1e-3)
 
 
+def test_uint16_clips_extrapolated_values_below_0_and_above_65535(tmp_path):
+    """January is extrapolated from February and March (DATES_EMPTY_ENDS): a steep rise from
+    February to March sends it below 0 (left half), a steep fall above 65535 (right half). float32
+    keeps the recipe's values; uint16 clips them to 0 and 65535 (README, params.yaml)."""
+    year, name = 2020, PatchName(2020, "31TCG", 0, 0)
+    cfg = SyntheticData(patch_size=61, acquisitions=len(DATES_EMPTY_ENDS), parcels=20, clouds=0.0)
+    patch = generate_patch(cfg, PatchPlan(0, name, DATES_EMPTY_ENDS))
+    values = patch.bands["B02"]
+    months = DATES_EMPTY_ENDS.astype("datetime64[M]").astype(int) % 12  # calendar month of each date
+    february = np.flatnonzero(DATES_EMPTY_ENDS == np.datetime64(f"{year}-03-01"))  # Mar 1: February's (right-closed)
+    march = np.flatnonzero((months == 2) & (DATES_EMPTY_ENDS != np.datetime64(f"{year}-03-01")))
+    values[february, :, :30], values[march, :, :30] = 100, 8000
+    values[february, :, 30:], values[march, :, 30:] = 65000, 100
+    path = tmp_path / name.relpath
+    path.parent.mkdir(parents=True)
+    write_patch_netcdf(patch, path)
+    exact = compute_patch(path, Medians(bands=["B02"])).medians[0, 0, 0, 0]
+    rounded = compute_patch(path, Medians(bands=["B02"], dtype="uint16")).medians[0, 0, 0, 0]
+    assert exact.dtype == np.float32 and rounded.dtype == np.uint16
+    np.testing.assert_allclose(exact[:, :30], 100 - 7900 * 31 / 29, rtol=1e-5)  # -8345 DN in float32
+    np.testing.assert_allclose(exact[:, 30:], 65000 + 64900 * 31 / 29, rtol=1e-5)  # 134376 DN
+    assert (rounded[:, :30] == 0).all() and (rounded[:, 30:] == 65535).all()
+
+
 def test_uint16_store_is_within_half_a_dn(tmp_path):
     path = make_patch(tmp_path, DATES_EDGES, 61)
     exact = compute_patch(path, Medians(bands=["B02", "B05"])).medians
@@ -146,20 +170,28 @@ def netcdf_root(tmp_path_factory):
 
 
 def test_stage_storage_layout_and_meta(netcdf_root, tmp_path):
+    from cropseg.store import COUNT_DTYPE, Store
+
     params = Medians(bands=["B03", "B8A"], workers=1)
-    summary = run_medians(netcdf_root, tmp_path / "medians", params, progress=False)
+    # a cap below a 122 px patch (714 kB): the 2020 tile-year (a 122 px and a 61 px patch) splits in two
+    summary = run_medians(netcdf_root, tmp_path / "medians", params, progress=False, shard_bytes=400_000)
     assert summary.patches == 3 and "3 patches" in summary.line() and "patches/s" in summary.line()
     out = tmp_path / "medians"
     meta = read_meta(out)
+    assert meta["format"] == "cropseg-medians/2"
     assert meta["bands"] == ["B03", "B8A"] and meta["freq"] == "1MS" and meta["window"] == 61
     assert meta["dtype"] == "float32" and meta["labels_dtype"] == "uint32"
     assert meta["patch_size"] is None and meta["sub_patches_per_patch"] is None  # mixed sizes here
     assert meta["periods"]["2020"][0] == "2020-01-01" and len(meta["periods"]["2019"]) == 12
-    paths = [r["path"] for r in meta["patches"]]
+    assert meta["n_patches"] == 3 and meta["n_samples"] == 4 + 1 + 1
+    store = Store(out)
+    paths = [store.record(r)["path"] for r in range(len(store))]
     assert paths == sorted(paths) and len(paths) == 3
-    for record in meta["patches"]:
-        assert record["medians"] == record["path"][:-3] + ".npy"
-        assert record["labels"] == record["path"][:-3] + ".labels.npy"
+    by_shard: dict[str, list[int]] = {}
+    for row in range(len(store)):
+        record = store.record(row)
+        by_shard.setdefault(record["shard"], []).append(row)
+        assert record["offset"] % 4096 == 0 and record["labels_offset"] % 4096 == 0
         medians, labels = open_patch(out, record)
         assert isinstance(medians, np.memmap) and isinstance(labels, np.memmap)
         sub = record["size"] // 61
@@ -168,15 +200,40 @@ def test_stage_storage_layout_and_meta(netcdf_root, tmp_path):
         direct = compute_patch(netcdf_root / record["path"], params)
         np.testing.assert_array_equal(medians, direct.medians)
         np.testing.assert_array_equal(labels, direct.labels)
+        cached = store.arrays(row)  # the loader's path to the same bytes
+        np.testing.assert_array_equal(cached[0], direct.medians)
+        np.testing.assert_array_equal(cached[1], direct.labels)
         assert record["sub_y"] == record["sub_x"] == sub and record["periods"] == 12
-    assert sorted(p.name for p in out.iterdir()) == ["2019", "2020", "meta.json"]
+        # the index's code counts equal a count of the label map, sub-patch by sub-patch
+        counts = store.counts[store.patches["counts_start"][row]:store.patches["counts_stop"][row]]
+        assert counts.dtype == COUNT_DTYPE
+        codes = np.asarray(meta["codes"])[counts["code"]]
+        for k, cut in enumerate(direct.labels.reshape(sub * sub, 61, 61)):
+            mine = counts["sample"] == record["first_sample"] + k
+            expected = dict(zip(*np.unique(cut, return_counts=True)))
+            assert dict(zip(codes[mine].tolist(), counts["pixels"][mine].tolist())) == \
+                {int(c): int(n) for c, n in expected.items()}
+    # shards: one tile-year each, in path order, split at the cap
+    assert sorted(by_shard) == ["shards/2019_31TCG_000.bin", "shards/2020_31TCG_000.bin", "shards/2020_31TCG_001.bin"]
+    assert [s["patches"] for s in meta["shards"]] == [1, 1, 1]
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == \
+        ["counts.npy", "patches.npy", *sorted(by_shard), "store.json"]
     assert not list(tmp_path.glob(".medians*"))  # no temporary sibling left
 
 
+def test_shards_hold_many_patches_under_the_default_cap(netcdf_root, tmp_path):
+    out = tmp_path / "medians"
+    summary = run_medians(netcdf_root, out, Medians(workers=1), progress=False)
+    assert summary.shards == 2 and "2 shard(s)" in summary.line()  # one per tile-year
+    assert sorted(p.name for p in (out / "shards").iterdir()) == ["2019_31TCG_000.bin", "2020_31TCG_000.bin"]
+
+
 def test_same_bytes_twice_and_with_a_process_pool(netcdf_root, tmp_path):
-    run_medians(netcdf_root, tmp_path / "a", Medians(workers=1), progress=False)
-    run_medians(netcdf_root, tmp_path / "b", Medians(workers=1), progress=False)
-    run_medians(netcdf_root, tmp_path / "c", Medians(workers=2), progress=False)
+    small = 400_000  # several shards, so that workers write into shared shard files
+    run_medians(netcdf_root, tmp_path / "a", Medians(workers=1), progress=False, shard_bytes=small)
+    run_medians(netcdf_root, tmp_path / "b", Medians(workers=1), progress=False, shard_bytes=small)
+    run_medians(netcdf_root, tmp_path / "c", Medians(workers=2), progress=False, shard_bytes=small)
+    assert len(list((tmp_path / "a" / "shards").iterdir())) == 3
     assert tree_digest(tmp_path / "a") == tree_digest(tmp_path / "b") == tree_digest(tmp_path / "c")
 
 

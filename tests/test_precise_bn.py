@@ -147,8 +147,8 @@ def test_the_trained_model_file_holds_the_precise_statistics_of_its_weights(tmp_
                            "selection": {"method": "uniform", "block_size": 1}})
     train(params, "train", RunPaths(split_dir=tmp_path / "split", model_out=tmp_path / "model.pt",
                                     metrics_dir=tmp_path / "metrics", checkpoint_dir=tmp_path / "ckpt",
-                                    medians=tmp_path / "medians", labels_dir=repo / "configs" / "labels",
-                                    lock=tmp_path / "dvc.lock"), progress=False)
+                                    medians=tmp_path / "medians", labels_dir=repo / "configs" / "labels"),
+          progress=False)
     model, content = load_model(tmp_path / "model.pt")
     saved = {k: v.clone() for k, v in model.state_dict().items() if "running" in k}
     assert saved and content["model"]["norm"] == "precise"

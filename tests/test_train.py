@@ -19,7 +19,7 @@ from cropseg.checkpoint import load_model
 from cropseg.dataset import BlockSampler, SubPatchDataset, read_split_list
 from cropseg.fetch import fetch_s4a
 from cropseg.labels import load_label_set
-from cropseg.medians import run_medians
+from cropseg.medians import open_patch, run_medians
 from cropseg.params import Medians, parse_params
 from cropseg.train import RunPaths, train
 
@@ -166,16 +166,18 @@ def test_a_changed_config_never_resumes_a_stale_checkpoint(workspace, tmp_path):
     assert same.resumed_from == 2 and same.history == again.history
 
 
-def _ddp_worker(rank: int, world_size: int, port: int, workspace: str, out: str) -> None:
+def _ddp_worker(rank: int, world_size: int, port: int, workspace: str, out: str, selection: dict) -> None:
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))
     torch.set_num_threads(1)
-    params = _params(model={"arch": "convstar", "width": 4, "depth": 1}, run={"epochs": 2})
+    params = _params(model={"arch": "convstar", "width": 4, "depth": 1}, run={"epochs": 2}, selection=selection)
     train(params, "train", _paths(Path(workspace), Path(out)), progress=False)
     torch.distributed.destroy_process_group()
 
 
-def test_ddp_with_gloo_matches_one_process(workspace, tmp_path):
+# block_size 3: the last block of an epoch keeps 1 sample, so one rank has no sample in that step
+@pytest.mark.parametrize("selection", [UNIFORM, {"method": "loss", "block_size": 3}], ids=["uniform", "loss"])
+def test_ddp_with_gloo_matches_one_process(workspace, tmp_path, selection):
     import socket
 
     import torch.multiprocessing as mp
@@ -183,15 +185,77 @@ def test_ddp_with_gloo_matches_one_process(workspace, tmp_path):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    mp.spawn(_ddp_worker, args=(2, port, str(workspace), str(tmp_path / "ddp")), nprocs=2, join=True)
-    single = train(_params(model={"arch": "convstar", "width": 4, "depth": 1}, run={"epochs": 2}), "train",
-                   _paths(workspace, tmp_path / "single"), progress=False)
+    mp.spawn(_ddp_worker, args=(2, port, str(workspace), str(tmp_path / "ddp"), selection), nprocs=2, join=True)
+    single = train(_params(model={"arch": "convstar", "width": 4, "depth": 1}, run={"epochs": 2}, selection=selection),
+                   "train", _paths(workspace, tmp_path / "single"), progress=False)
     ddp_steps = np.genfromtxt(tmp_path / "ddp" / "metrics" / "steps.csv", delimiter=",", names=True)
     one_steps = np.genfromtxt(tmp_path / "single" / "metrics" / "steps.csv", delimiter=",", names=True)
     np.testing.assert_array_equal(ddp_steps["samples_seen"], one_steps["samples_seen"])
+    np.testing.assert_array_equal(ddp_steps["samples_considered"], one_steps["samples_considered"])
+    np.testing.assert_array_equal(ddp_steps["pixels_seen"], one_steps["pixels_seen"])
     np.testing.assert_allclose(ddp_steps["loss"], one_steps["loss"], rtol=1e-4)
     ddp = json.loads((tmp_path / "ddp" / "metrics" / "metrics.json").read_text())
     assert ddp["val"]["weighted_f1"] == pytest.approx(single.history[-1]["weighted_f1"], abs=1e-6)
+
+
+def _selections(rank: int, world_size: int, workspace: Path, method: str) -> list[dict]:
+    """Every block of one epoch through the real Selector with a fixed ConvSTAR: what this rank
+    trains on, per batch, and the block's telemetry."""
+    from cropseg.loss import class_weights
+    from cropseg.models import build_model
+    from cropseg.params import Selection
+    from cropseg.selection import Selector
+
+    labels = load_label_set("s4a11", LABELS)
+    dataset = SubPatchDataset(workspace / "medians", read_split_list(workspace / "split" / "train.txt"), labels,
+                              months=[3, 10], normalize=1e4, skip_empty=False)
+    torch.manual_seed(0)
+    model = build_model("convstar", bands=dataset.bands, months=dataset.months, n_classes=labels.n_classes, width=4,
+                        depth=1, class_frequencies=None)
+    weights = class_weights(dataset.class_pixel_counts(), 0.1, weighted=True)
+    selector = Selector(Selection(method=method, block_size=3, n_batches_per_block=2), weights=weights,
+                        physical_batch_size=4, bf16=False, device=torch.device("cpu"), seed=0, irreducible_path=None,
+                        truth=None, n_classes=labels.n_classes)
+    sampler = BlockSampler(len(dataset), selector.block_samples(2), seed=0, rank=rank, world_size=world_size)
+    out = []
+    for step, positions in enumerate(sampler):
+        batches, telemetry = selector.select(model, dataset[positions], 2 // world_size, step=step, rank=rank,
+                                             world_size=world_size)
+        out.append({"batches": [b.index.tolist() for b in batches], "telemetry": telemetry})
+    return out
+
+
+def _selection_worker(rank: int, world_size: int, port: int, workspace: str, out: str, method: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=world_size)
+    result = _selections(rank, world_size, Path(workspace), method)
+    Path(out, f"rank{rank}.json").write_text(json.dumps(result))
+    torch.distributed.destroy_process_group()
+
+
+@pytest.mark.parametrize("method", ["loss", "0.5*loss + 1.0*random"])
+def test_ddp_selection_takes_the_top_k_of_the_whole_block(workspace, tmp_path, method):
+    """2 gloo processes keep exactly the samples 1 process keeps (the top-k of the whole block,
+    not of each rank's share), split between the ranks batch by batch, with the same telemetry."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    mp.spawn(_selection_worker, args=(2, port, str(workspace), str(tmp_path), method), nprocs=2, join=True)
+    single = _selections(0, 1, workspace, method)
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert len(single) == len(ranks[0]) == len(ranks[1]) == 2  # 16 samples, blocks of 3 x 2 x 2 = 12
+    for one, r0, r1 in zip(single, *ranks):
+        for batch, a, b in zip(one["batches"], r0["batches"], r1["batches"]):
+            assert a == batch[0::2] and b == batch[1::2]
+        assert r0["telemetry"] == r1["telemetry"]
+        assert r0["telemetry"] == pytest.approx(one["telemetry"], rel=1e-6)
+    kept = [i for block in single for batch in block["batches"] for i in batch]
+    assert len(kept) == len(set(kept)) == 4 + 1  # blocks of 12 and 4 samples: 12 / 3 and round(4 / 3) kept
 
 
 def test_block_sampler_is_seeded_per_epoch_and_splits_blocks_across_ranks():
@@ -218,8 +282,7 @@ def test_dataset_indices_map_to_sub_patches(workspace):
     assert len(dataset) == 4 * 4 and dataset.months == 6 and dataset.bands == 4
     batch = dataset[[5, 0]]
     assert batch.index.tolist() == [5, 0]
-    images = np.load(workspace / "medians" / split[1].replace(".nc", ".npy"))
-    codes = np.load(workspace / "medians" / split[1].replace(".nc", ".labels.npy"))
+    images, codes = open_patch(workspace / "medians", dataset.records[1])
     # global index 5 = second patch, sub-patch (0, 1)
     np.testing.assert_allclose(batch.x[0].numpy(), images[0, 1, 3:9] / 1e4, rtol=1e-6)
     np.testing.assert_array_equal(batch.y[0].numpy(), labels.map(codes[0, 1]))

@@ -6,9 +6,15 @@ as written by the split stage. The index does not depend on ``skip_empty`` or on
 stored per-sample values (irreducible losses, synthetic truth) can be matched to it; every batch
 carries it, as in the RHO-Loss reference code's ``(index, input, target)`` contract.
 
-Batches are gathered in one call per patch (``memmap[sub_y, sub_x, months]``): only the months
-needed are read, nothing is decompressed, and there is no Python loop over pixels or classes
-(labels are mapped with the label set's lookup table).
+Batches are gathered with one ``preadv`` per sub-patch straight into the batch array (a
+sub-patch's months are one contiguous range of its shard): only the months needed are read,
+nothing is decompressed, and there is no Python loop over pixels or classes (labels are mapped
+with the label set's lookup table).
+
+Resources do not grow with the number of patches (:mod:`cropseg.store`): construction reads the
+store's index only (parcel pixels per sample and class pixel counts come from its per sub-patch
+code counts, never from a label map), and shards are opened lazily through a bounded LRU of
+file descriptors, per process (DataLoader workers open their own after fork).
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from .labels import LabelSet
-from .medians import open_patch, read_meta
+from .store import DEFAULT_MAX_OPEN, PatchRecords, Store, StoreError
 
 
 class DatasetError(ValueError):
@@ -68,33 +74,38 @@ class Batch:
 
 
 class SubPatchDataset(Dataset):
-    """The sub-patches of one split. ``dataset[list_of_indices]`` returns a whole :class:`Batch`."""
+    """The sub-patches of one split. ``dataset[list_of_indices]`` returns a whole :class:`Batch`.
+
+    ``max_open`` bounds the shard files each process holds open (an LRU; see :mod:`cropseg.store`).
+    """
 
     def __init__(self, medians_root: str | Path, split_list: list[str], label_set: LabelSet, *,
-                 months: list[int], normalize: float, skip_empty: bool):
+                 months: list[int], normalize: float, skip_empty: bool, max_open: int = DEFAULT_MAX_OPEN):
         self.root = Path(medians_root)
-        self.meta = read_meta(self.root)
-        by_path = {record["path"]: record for record in self.meta["patches"]}
-        missing = [p for p in split_list if p not in by_path]
-        if missing:
-            raise DatasetError(f"{len(missing)} patch(es) of the split are not in {self.root}/meta.json, "
-                               f"e.g. {missing[0]} (re-run the medians stage)")
-        self.records = [by_path[p] for p in split_list]
+        try:
+            self.store = Store(self.root, max_open=max_open)
+            rows = self.store.rows_of(split_list)
+        except StoreError as error:
+            raise DatasetError(str(error)) from None
+        self.meta = self.store.meta
+        self.records = PatchRecords(self.store, rows)
         self.label_set = label_set
         self.normalize = float(normalize)
-        shapes = {(r["sub_y"], r["sub_x"]) for r in self.records}
+        table = self.store.patches[rows]
+        shapes = sorted(set(zip(table["sub_y"].tolist(), table["sub_x"].tolist())))
         if len(shapes) > 1:
-            raise DatasetError(f"patches of the split have different sub-patch grids {sorted(shapes)}")
-        self.sub_y, self.sub_x = shapes.pop() if shapes else (0, 0)
+            raise DatasetError(f"patches of the split have different sub-patch grids {shapes}")
+        self.sub_y, self.sub_x = shapes[0] if shapes else (0, 0)
         self.per_patch = self.sub_y * self.sub_x
-        years = sorted({r["year"] for r in self.records})
+        years = sorted(set(table["year"].tolist()))
         spans = {(s.start, s.stop) for s in (period_slice(self.meta, y, months) for y in years)}
         if len(spans) > 1:
             raise DatasetError(f"loader.months {months} selects different periods in years {years}")
         self.periods = slice(*spans.pop()) if spans else slice(0, 0)
-        self._maps: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        self.parcel_pixels = self._count_parcel_pixels()
-        every = np.arange(len(self.records) * self.per_patch)
+        self._samples = self.store.samples_of(rows)  # dataset sample -> store sample
+        self._classes = self.store.class_lookup(label_set.map)  # store code -> model class
+        self.parcel_pixels = self.store.pixels_per_sample(self._classes, self._samples)
+        every = np.arange(len(rows) * self.per_patch)
         self.indices = every[self.parcel_pixels > 0] if skip_empty else every
 
     @property
@@ -109,48 +120,36 @@ class SubPatchDataset(Dataset):
     def window(self) -> int:
         return int(self.meta["window"])
 
+    @property
+    def open_shards(self) -> int:
+        """Shard files this process holds open now (at most ``max_open``)."""
+        return len(self.store.cache)
+
     def _open(self, patch: int) -> tuple[np.ndarray, np.ndarray]:
-        # opened lazily and per process: memory maps do not survive pickling to loader workers
-        if patch not in self._maps:
-            self._maps[patch] = open_patch(self.root, self.records[patch])
-        return self._maps[patch]
-
-    def __getstate__(self) -> dict:
-        return {**self.__dict__, "_maps": {}}
-
-    def _count_parcel_pixels(self) -> np.ndarray:
-        counts = np.zeros(len(self.records) * self.per_patch, dtype=np.int64)
-        for p in range(len(self.records)):
-            labels = self.label_set.map(np.asarray(self._open(p)[1]))
-            counts[p * self.per_patch:(p + 1) * self.per_patch] = (labels > 0).reshape(self.per_patch, -1).sum(1)
-        return counts
+        """Medians and labels of the split's ``patch``-th patch, memory-mapped (whole-patch reads)."""
+        return self.store.arrays(int(self.records.rows[patch]))
 
     def class_pixel_counts(self) -> np.ndarray:
-        """Pixels per model class over the samples of this dataset (class 0 = background)."""
-        total = np.zeros(len(self.label_set.class_names), dtype=np.int64)
-        chosen = np.zeros(len(self.records) * self.per_patch, dtype=bool)
-        chosen[self.indices] = True
-        for p in range(len(self.records)):
-            keep = chosen[p * self.per_patch:(p + 1) * self.per_patch].reshape(self.sub_y, self.sub_x)
-            labels = self.label_set.map(np.asarray(self._open(p)[1])[keep])
-            total += np.bincount(labels.ravel(), minlength=len(total))[: len(total)]
-        return total
+        """Pixels per model class over the samples of this dataset (class 0 = background), from the
+        store's index: no label map is read."""
+        return self.store.class_pixels(self._classes, len(self.label_set.class_names), self._samples[self.indices])
 
     def __len__(self) -> int:
         return len(self.indices)
 
     def __getitem__(self, positions: list[int] | np.ndarray) -> Batch:
-        """Gather the samples at ``positions`` (positions in ``self.indices``) as one batch."""
+        """Gather the samples at ``positions`` (positions in ``self.indices``) as one batch: each
+        sub-patch's months and labels are read straight into the batch arrays."""
         index = self.indices[np.asarray(positions, dtype=np.int64)]
         x = np.empty((len(index), self.months, self.bands, self.window, self.window), dtype=np.float32)
-        y = np.empty((len(index), self.window, self.window), dtype=np.int64)
+        raw = np.empty((len(index), self.window, self.window), dtype=np.uint32)
         patch, within = np.divmod(index, self.per_patch)
-        sub_y, sub_x = np.divmod(within, self.sub_x)
+        rows = self.records.rows
         for p in np.unique(patch):
-            rows = np.flatnonzero(patch == p)
-            images, labels = self._open(int(p))
-            x[rows] = images[sub_y[rows], sub_x[rows], self.periods]
-            y[rows] = self.label_set.map(labels[sub_y[rows], sub_x[rows]])
+            at = np.flatnonzero(patch == p)
+            self.store.read_samples(int(rows[p]), within[at].tolist(), self.periods, [x[i] for i in at],
+                                    [raw[i] for i in at])
+        y = self.label_set.map(raw).astype(np.int64)
         x *= np.float32(1.0 / self.normalize)
         return Batch(torch.from_numpy(index), torch.from_numpy(x), torch.from_numpy(y))
 

@@ -40,10 +40,14 @@ no float conversion before the median; interpolation touches only the empty peri
 366 x 366 patch with 4 bands and ~65 dates the medians cost a few milliseconds next to ~140 ms
 of decompression (see ``bench/medians.py`` and the README).
 
-Storage (``data/medians/``): per patch ``YYYY/TILE/<stem>.npy`` (the netCDF relpath with
-``.npy``), float32 (or uint16), shape ``(sub_y, sub_x, periods, bands, window, window)``, and
-``<stem>.labels.npy``, uint32, ``(sub_y, sub_x, window, window)``; plus ``meta.json``. Open them
-with :func:`open_patch` (``np.load(..., mmap_mode="r")``): one sub-patch is one contiguous block.
+Storage (``data/medians/``): the sharded store of :mod:`cropseg.store`: per patch a block of
+float32 (or uint16) ``(sub_y, sub_x, periods, bands, window, window)`` and a block of uint32 labels
+``(sub_y, sub_x, window, window)`` in a shard per tile-year, and an index (``patches.npy``,
+``counts.npy``, ``store.json``). One sub-patch is one contiguous block.
+
+``dtype: uint16`` rounds to whole DN and **clips to 0..65535**: the linear extrapolation of empty
+first/last periods can go below 0 (measured on S4A: a January at -5,635 DN) or, rarely, above the
+uint16 range; float32 (the default) keeps those values as the recipe computes them.
 """
 
 from __future__ import annotations
@@ -64,11 +68,8 @@ from .atomic import atomic_dir
 from .executor import Executor, make_executor
 from .params import Medians
 from .s4a import BANDS, band_side, decode_time, read_index
-
-META_FILE = "meta.json"
-FORMAT = "cropseg-medians/1"
-LABELS_SUFFIX = ".labels.npy"
-MEDIANS_SUFFIX = ".npy"
+from .store import (DEFAULT_SHARD_BYTES, STORE_FILE, PatchSlot, StoreError, StorePlan, code_counts, create_shards,
+                    plan_store, write_block, write_index)
 
 
 class MediansError(RuntimeError):
@@ -312,32 +313,43 @@ def compute_patch(path: str | Path, params: Medians) -> PatchMedians:
 # the stage
 
 
-def output_names(relpath: str) -> tuple[str, str]:
-    """Files of one patch under ``data/medians``: the netCDF relpath with ``.npy`` / ``.labels.npy``."""
-    stem = relpath[:-3] if relpath.endswith(".nc") else relpath
-    return stem + MEDIANS_SUFFIX, stem + LABELS_SUFFIX
+def read_header(path: str | Path, window: int) -> tuple[int, int]:
+    """``(size, year)`` of one patch, from its attributes and the labels' shape (nothing decoded):
+    what the store plan needs to place every patch before any is computed."""
+    path = Path(path)
+    try:
+        dataset = netCDF4.Dataset(path, "r")
+    except (OSError, ValueError) as error:
+        raise MediansError(f"{path}: cannot be decoded as netCDF-4 ({error})") from None
+    with dataset:
+        try:
+            year = int(dataset.getncattr("patch_year"))
+        except (AttributeError, TypeError, ValueError):
+            raise MediansError(f"{path}: root attribute patch_year missing or not a year") from None
+        group = dataset.groups.get("labels")
+        if group is None or "labels" not in group.variables:
+            raise MediansError(f"{path}: labels: group or variable missing")
+        shape = group.variables["labels"].shape
+    if len(shape) != 2 or shape[0] != shape[1] or shape[0] == 0:
+        raise MediansError(f"{path}: labels: shape {shape}, expected a square patch")
+    if shape[0] % window:
+        raise MediansError(f"{path}: labels: patch size {shape[0]} px is not a multiple of medians.window={window}")
+    return int(shape[0]), year
 
 
-def _save(root: Path, name: str, array: np.ndarray) -> None:
-    """Write ``root/name``; folders are made below ``root`` only, never ``root`` itself, so a late
-    task cannot resurrect an output folder that the stage removed after an error."""
-    folder = root
-    for part in Path(name).parent.parts:
-        folder = folder / part
-        folder.mkdir(exist_ok=True)  # FileNotFoundError once root is gone
-    with open(root / name, "wb") as handle:
-        np.lib.format.write_array(handle, np.ascontiguousarray(array), allow_pickle=False)
+def _header_task(relpath: str, netcdf_root: str, window: int) -> tuple[str, int, int]:
+    return (relpath, *read_header(Path(netcdf_root) / relpath, window))
 
 
-def process_patch(relpath: str, netcdf_root: str, out_root: str, params: Medians) -> dict[str, Any]:
-    """Compute one patch and write its two arrays under ``out_root``; return its meta record."""
-    result = compute_patch(Path(netcdf_root) / relpath, params)
-    medians_file, labels_file = output_names(relpath)
-    _save(Path(out_root), medians_file, result.medians)
-    _save(Path(out_root), labels_file, result.labels)
-    sub_y, sub_x, periods = result.medians.shape[:3]
-    return {"path": relpath, "medians": medians_file, "labels": labels_file, "year": result.year,
-            "size": result.size, "sub_y": sub_y, "sub_x": sub_x, "periods": periods,
+def process_patch(slot: PatchSlot, netcdf_root: str, out_root: str, params: Medians) -> dict[str, Any]:
+    """Compute one patch and write it into its planned place in a shard; return its pixel counts
+    per sub-patch and code (for the index) and its bytes."""
+    result = compute_patch(Path(netcdf_root) / slot.path, params)
+    try:
+        write_block(out_root, slot, result.medians, result.labels)
+    except StoreError as error:
+        raise MediansError(str(error)) from None
+    return {"row": slot.row, "counts": code_counts(result.labels),
             "bytes": int(result.medians.nbytes + result.labels.nbytes)}
 
 
@@ -347,55 +359,46 @@ class MediansSummary:
     seconds: float
     bytes: int
     executor: str
+    shards: int = 0
 
     def line(self) -> str:
         rate = self.patches / self.seconds if self.seconds > 0 else float("inf")
         return (f"medians: {self.patches} patches, {self.seconds:.1f} s, {rate:.2f} patches/s "
-                f"({self.bytes / 1e6:.0f} MB, {self.executor})")
+                f"({self.bytes / 1e6:.0f} MB in {self.shards} shard(s), {self.executor})")
 
 
-def build_meta(records: list[dict[str, Any]], params: Medians) -> dict[str, Any]:
-    """``meta.json``: what every array means and where each patch's arrays are."""
-    records = sorted(records, key=lambda r: r["path"])
-    sizes = sorted({r["size"] for r in records})
-    subs = sorted({r["sub_y"] * r["sub_x"] for r in records})
-    years = sorted({r["year"] for r in records})
-    return {
-        "format": FORMAT,
-        "bands": list(params.bands),
-        "freq": params.freq,
-        "window": params.window,
-        "dtype": params.dtype,
-        "labels_dtype": "uint32",
-        "layout": {"medians": ["sub_y", "sub_x", "period", "band", "y", "x"],
-                   "labels": ["sub_y", "sub_x", "y", "x"]},
-        "period_date": "start of the right-closed period (bins[i], bins[i+1]]",
-        "patch_size": sizes[0] if len(sizes) == 1 else None,
-        "sub_patches_per_patch": subs[0] if len(subs) == 1 else None,
-        "periods": {str(y): period_starts(y, params.freq) for y in years},
-        "patches": [{k: r[k] for k in ("path", "medians", "labels", "year", "size", "sub_y", "sub_x", "periods")}
-                    for r in records],
-    }
+def store_meta(params: Medians, years: list[int]) -> dict[str, Any]:
+    """What every array of the store means (``store.json``, beside the shard list and the index)."""
+    return {"bands": list(params.bands), "freq": params.freq, "window": params.window, "dtype": params.dtype,
+            "period_date": "start of the right-closed period (bins[i], bins[i+1]]",
+            "periods": {str(y): period_starts(y, params.freq) for y in years}}
 
 
-def dump_meta(meta: dict[str, Any]) -> str:
-    """JSON with one line per top-level key and per patch record (readable, diffable, compact)."""
-    lines = []
-    for key, value in meta.items():
-        if key == "patches":
-            records = ",\n".join("  " + json.dumps(r, separators=(", ", ": ")) for r in value)
-            lines.append(f' "patches": [\n{records}\n ]')
-        else:
-            lines.append(f" {json.dumps(key)}: {json.dumps(value)}")
-    return "{\n" + ",\n".join(lines) + "\n}\n"
+def plan_medians(netcdf_root: Path, relpaths: list[str], params: Medians, executor: Executor,
+                 shard_bytes: int, progress: bool) -> StorePlan:
+    """Read every patch's size and year (in parallel) and place it in the store."""
+    tiles = {info.path: info.tile for info in read_index(netcdf_root / "index.csv")}
+    task = functools.partial(_header_task, netcdf_root=str(netcdf_root.resolve()), window=params.window)
+    headers = list(tqdm(executor.imap_unordered(task, relpaths), total=len(relpaths), desc="medians plan",
+                        unit="patch", disable=not progress, leave=False))
+    years = sorted({year for _, _, year in headers})
+    periods = {year: len(period_edges(year, params.freq)) - 1 for year in years}
+    patches = [(relpath, year, tiles.get(relpath) or "unknown", size) for relpath, size, year in headers]
+    return plan_store(patches, bands=len(params.bands), window=params.window, periods_of_year=periods,
+                      dtype="uint16" if params.dtype == "uint16" else "float32", shard_bytes=shard_bytes)
 
 
 def run_medians(netcdf_root: str | Path, out: str | Path, params: Medians, *,
-                executor: Executor | None = None, progress: bool = True) -> MediansSummary:
-    """The stage: every patch of ``netcdf_root/index.csv`` into ``out`` (replaced atomically).
+                executor: Executor | None = None, progress: bool = True,
+                shard_bytes: int = DEFAULT_SHARD_BYTES) -> MediansSummary:
+    """The stage: every patch of ``netcdf_root/index.csv`` into the sharded store ``out``
+    (replaced atomically; see :mod:`cropseg.store`).
 
-    ``executor`` defaults to ``make_executor(params.scheduler, params.workers)``. On any error the
-    previous ``out`` (if any) is left untouched and no partial output remains.
+    Two passes over the patches on ``executor`` (default ``make_executor(params.scheduler,
+    params.workers)``): headers (size, year) to plan every shard offset, then the medians, each
+    worker writing its patch at its planned offset. The bytes depend on the inputs and params only,
+    never on the order tasks finish in. On any error the previous ``out`` (if any) is left untouched
+    and no partial output remains.
     """
     netcdf_root = Path(netcdf_root)
     index_path = netcdf_root / "index.csv"
@@ -410,17 +413,22 @@ def run_medians(netcdf_root: str | Path, out: str | Path, params: Medians, *,
         executor = make_executor(params.scheduler, params.workers)
     with atomic_dir(out) as tmp:
         try:
+            plan = plan_medians(netcdf_root, relpaths, params, executor, shard_bytes, progress)
+            create_shards(tmp, plan)
             task = functools.partial(process_patch, netcdf_root=str(netcdf_root.resolve()),
                                      out_root=str(tmp.resolve()), params=params)
-            records = list(tqdm(executor.imap_unordered(task, relpaths), total=len(relpaths),
+            results = list(tqdm(executor.imap_unordered(task, plan.slots), total=len(plan.slots),
                                 desc="medians", unit="patch", disable=not progress))
         finally:
             if own_executor:  # workers stopped before atomic_dir removes tmp on an error
                 executor.close()
-        meta = build_meta(records, params)
-        (tmp / META_FILE).write_text(dump_meta(meta))
-    return MediansSummary(len(records), time.perf_counter() - start,
-                          sum(r["bytes"] for r in records), executor.describe())
+        counts: list[Any] = [None] * len(plan.slots)
+        for result in results:
+            counts[result["row"]] = result["counts"]
+        years = sorted({slot.year for slot in plan.slots})
+        write_index(tmp, plan, counts, store_meta(params, years))
+    return MediansSummary(len(results), time.perf_counter() - start, sum(r["bytes"] for r in results),
+                          executor.describe(), len(plan.shards))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -428,11 +436,23 @@ def run_medians(netcdf_root: str | Path, out: str | Path, params: Medians, *,
 
 
 def read_meta(root: str | Path) -> dict[str, Any]:
-    return json.loads((Path(root) / META_FILE).read_text())
+    """``store.json``: bands, freq, window, dtype, periods per year, shards, code vocabulary."""
+    path = Path(root) / STORE_FILE
+    if not path.is_file():
+        raise MediansError(f"{path}: not found (run the medians stage)")
+    return json.loads(path.read_text())
 
 
 def open_patch(root: str | Path, record: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
-    """Memory-map one patch's medians and labels (read-only); ``record`` is a ``meta["patches"]`` entry."""
-    root = Path(root)
-    return (np.load(root / record["medians"], mmap_mode="r"),
-            np.load(root / record["labels"], mmap_mode="r"))
+    """Memory-map one patch's medians and labels (read-only) from its shard; ``record`` is a row of
+    :class:`cropseg.store.Store` (``store.record(row)`` or ``dataset.records[p]``). Opens its own
+    maps: for the odd patch (previews); loaders go through the store's bounded cache instead."""
+    meta = read_meta(root)
+    shard = Path(root) / record["shard"]
+    window, bands = int(meta["window"]), len(meta["bands"])
+    sub_y, sub_x = record["sub_y"], record["sub_x"]
+    medians = np.memmap(shard, dtype=np.dtype(meta["dtype"]).newbyteorder("<"), mode="r", offset=record["offset"],
+                        shape=(sub_y, sub_x, record["periods"], bands, window, window))
+    labels = np.memmap(shard, dtype="<u4", mode="r", offset=record["labels_offset"],
+                       shape=(sub_y, sub_x, window, window))
+    return medians, labels

@@ -150,8 +150,13 @@ class Selector:
         """Samples per block: ``block_size x n_batches_per_block x batch_size``."""
         return self.block_size * self.n_batches * batch_size
 
-    def scores(self, model: torch.nn.Module, block: Batch, step: int) -> torch.Tensor:
-        """The method's score of every sample of the block (higher = keep); -inf without parcels."""
+    def scores(self, model: torch.nn.Module, block: Batch, step: int, *, positions: torch.Tensor | None = None,
+               block_length: int | None = None) -> torch.Tensor:
+        """The method's score of every sample of ``block`` (higher = keep); -inf without parcels.
+
+        Under DDP ``block`` is this rank's share: ``positions`` are its samples' positions in the
+        whole block of ``block_length`` (the ``random`` draw is made for the whole block, so every
+        sample gets the value it gets in one process)."""
         assert self.terms is not None
         needed = {"loss"} if "rho_loss" in self.terms else set()
         needed |= {n for n in ("loss", "margin") if n in self.terms}
@@ -161,7 +166,9 @@ class Selector:
         for name, coefficient in self.terms.items():
             if name == "random":
                 generator = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
-                value = torch.rand(len(block), generator=generator, dtype=torch.float64)
+                value = torch.rand(block_length or len(block), generator=generator, dtype=torch.float64)
+                if positions is not None:
+                    value = value[positions]
             elif name in ("loss", "margin"):
                 value = computed[name].double().cpu()
             else:
@@ -171,12 +178,26 @@ class Selector:
         has_parcels = (block.y > 0).flatten(1).any(1).cpu()
         return torch.where(has_parcels, total, torch.tensor(-np.inf, dtype=torch.float64))
 
-    def select(self, model: torch.nn.Module, block: Batch, batch_size: int, *, step: int) -> tuple[list[Batch], dict]:
-        """Keep the top ``n_batches_per_block x batch_size`` samples; split them into batches."""
+    def select(self, model: torch.nn.Module, block: Batch, batch_size: int, *, step: int, rank: int = 0,
+               world_size: int = 1) -> tuple[list[Batch], dict]:
+        """Keep the top ``n_batches_per_block x batch_size`` samples; split them into batches.
+
+        Under DDP (``world_size > 1``) ``block`` is this rank's share (``BlockSampler``: positions
+        ``rank::world_size`` of the whole block). Each rank scores its share, the scores and samples
+        are gathered from every rank (``all_gather``), the top-k of the **whole block** is kept
+        (what one process keeps), and each rank returns its share (``rank::world_size``) of every
+        batch; telemetry is of the whole block, the same on every rank.
+        """
         telemetry: dict[str, float] = {}
         if self.active:
+            if world_size > 1:
+                lengths = _gather_lengths(len(block), world_size, block.index.device)
+                positions = torch.arange(rank, sum(lengths), world_size)
+                local = self.scores(model, block, step, positions=positions, block_length=sum(lengths))
+                block, scores = gather_block(block, local, lengths)
+            else:
+                scores = self.scores(model, block, step)
             keep = max(1, round(len(block) / self.block_size))
-            scores = self.scores(model, block, step)
             chosen = top_k(scores, keep)
             rejected = torch.ones(len(block), dtype=torch.bool)
             rejected[chosen] = False
@@ -196,7 +217,10 @@ class Selector:
         shares = counts / counts.sum().clamp_min(1)
         telemetry |= {f"class_share/{c + 1}": float(v) for c, v in enumerate(shares)}
         per_step = max(1, -(-len(selected) // self.n_batches))
-        return [selected.take(slice(s, s + per_step)) for s in range(0, len(selected), per_step)], telemetry
+        batches = [selected.take(slice(s, s + per_step)) for s in range(0, len(selected), per_step)]
+        if self.active and world_size > 1:
+            batches = [b.take(slice(rank, None, world_size)) for b in batches]
+        return batches, telemetry
 
     def _noise_telemetry(self, block_index: np.ndarray, selected_index: np.ndarray) -> dict[str, float]:
         noisy, parcel = self.truth["noisy"], self.truth["parcel"]
@@ -219,6 +243,43 @@ class Selector:
             out["selection/score_selected"] = sums.score_selected / sums.n_selected
             out["selection/score_rejected"] = sums.score_rejected / max(sums.n_rejected, 1)
         return out
+
+
+def _gather_lengths(length: int, world_size: int, device: torch.device) -> list[int]:
+    import torch.distributed as dist
+
+    mine = torch.tensor([length], dtype=torch.int64, device=device)
+    every = [torch.zeros_like(mine) for _ in range(world_size)]
+    dist.all_gather(every, mine)
+    return [int(t) for t in every]
+
+
+def _all_gather_padded(tensor: torch.Tensor, lengths: list[int]) -> list[torch.Tensor]:
+    """Every rank's ``tensor`` (first dimension ``lengths[rank]``): ``all_gather`` needs equal shapes."""
+    import torch.distributed as dist
+
+    longest = max(lengths)
+    padded = torch.zeros((longest, *tensor.shape[1:]), dtype=tensor.dtype, device=tensor.device)
+    padded[:len(tensor)] = tensor
+    every = [torch.empty_like(padded) for _ in lengths]
+    dist.all_gather(every, padded)
+    return [t[:n] for t, n in zip(every, lengths)]
+
+
+def gather_block(share: Batch, scores: torch.Tensor, lengths: list[int]) -> tuple[Batch, torch.Tensor]:
+    """The whole block and its scores, in block order, from each rank's share (positions
+    ``rank::world_size``, as :class:`cropseg.dataset.BlockSampler` deals them)."""
+    world_size, total = len(lengths), sum(lengths)
+    device = share.index.device
+    parts = [_all_gather_padded(t, lengths) for t in (share.index, share.x, share.y, scores.to(device))]
+    whole = []
+    for pieces in parts:
+        out = torch.empty((total, *pieces[0].shape[1:]), dtype=pieces[0].dtype, device=device)
+        for rank, piece in enumerate(pieces):
+            out[rank::world_size] = piece
+        whole.append(out)
+    index, x, y, gathered = whole
+    return Batch(index, x, y), gathered.cpu()
 
 
 def _mean(values: torch.Tensor) -> float:

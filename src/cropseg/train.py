@@ -43,6 +43,7 @@ from .params import Params, Run
 from .precise_bn import calibration_positions, recalibrate
 from .precision import autocast, pick_device, use_bf16
 from .selection import Selector
+from .store import store_digest
 from .tracking import Tracker, config_digest
 
 VAL_COLUMNS = ["accuracy", "weighted_f1", "macro_f1", "crop5_accuracy", "crop5_weighted_f1", "crop5_macro_f1",
@@ -207,7 +208,7 @@ def train(params: Params, stage: str, paths: RunPaths, *, progress: bool = True)
         run_params["selection"] = selection.model_dump()
     config = {
         "stage": stage, "params": run_params,
-        "inputs": {"medians_meta": _file_digest(paths.medians / "meta.json"),
+        "inputs": {"medians_meta": store_digest(paths.medians),
                    "split_train": _file_digest(paths.split_dir / "train.txt"),
                    "split_val": _file_digest(paths.split_dir / "val.txt"),
                    "labels": _file_digest(paths.labels_dir / f"{params.labels}.yaml"),
@@ -246,10 +247,15 @@ def train(params: Params, stage: str, paths: RunPaths, *, progress: bool = True)
         for block in bar:
             block = block.to(device, non_blocking=True)
             considered = int(_all_reduce_sum(torch.tensor(len(block), device=device), world_size))
-            batches, telemetry = selector.select(model, block, local_batch, step=counters.step)
+            batches, telemetry = selector.select(model, block, local_batch, step=counters.step, rank=rank,
+                                                  world_size=world_size)
             counters.samples_considered += considered
             for batch in batches:
-                loss, pixels, seen = _optimizer_step(net, optimizer, batch, weights, run, bf16, device, world_size)
+                # under DDP a rank's share of a small selected batch can be empty: it still steps (on a
+                # sample of its block with zero weight), or the other ranks' gradient all-reduce would hang
+                empty = len(batch) == 0
+                loss, pixels, seen = _optimizer_step(net, optimizer, block.take(slice(0, 1)) if empty else batch,
+                                                     weights, run, bf16, device, world_size, contributes=not empty)
                 counters.step += 1
                 counters.samples_seen += seen
                 counters.pixels_seen += pixels
@@ -301,14 +307,19 @@ def train(params: Params, stage: str, paths: RunPaths, *, progress: bool = True)
 
 
 def _optimizer_step(net: torch.nn.Module, optimizer: torch.optim.Optimizer, batch, weights: torch.Tensor, run: Run,
-                    bf16: bool, device: torch.device, world_size: int) -> tuple[float, int, int]:
-    """One optimiser step on ``batch`` in micro-batches; returns (loss, labelled pixels, samples), job-wide."""
+                    bf16: bool, device: torch.device, world_size: int, *,
+                    contributes: bool = True) -> tuple[float, int, int]:
+    """One optimiser step on ``batch`` in micro-batches; returns (loss, labelled pixels, samples), job-wide.
+
+    ``contributes=False``: this rank has no sample in the step; ``batch`` only keeps it in the
+    collective calls, with zero weight in the loss, the gradient and the counters."""
     optimizer.zero_grad(set_to_none=True)
     # normalise by the whole (all-rank) batch's pixel weight: accumulation and DDP give one big batch's gradient
+    share = 1.0 if contributes else 0.0
     totals = torch.stack([weights[batch.y].sum(), (batch.y > 0).sum().float(), torch.tensor(float(len(batch)),
-                                                                                             device=device)])
+                                                                                             device=device)]) * share
     total_weight, pixels, samples = _all_reduce_sum(totals, world_size).tolist()
-    scale = world_size / max(total_weight, 1e-12)  # DDP averages gradients over ranks
+    scale = share * world_size / max(total_weight, 1e-12)  # DDP averages gradients over ranks
     loss_sum = torch.zeros((), device=device)
     micro_batches = range(0, len(batch), run.physical_batch_size)
     for i, start in enumerate(micro_batches):
@@ -317,7 +328,7 @@ def _optimizer_step(net: torch.nn.Module, optimizer: torch.optim.Optimizer, batc
         with (contextlib.nullcontext() if sync else net.no_sync()), autocast(bf16, device):
             weighted, _ = parcel_nll(net(micro.x), micro.y, weights)
             (weighted.sum() * scale).backward()
-        loss_sum += weighted.sum().detach()
+        loss_sum += weighted.sum().detach() * share
     if run.grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(net.parameters(), run.grad_clip)
     optimizer.step()
