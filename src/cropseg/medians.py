@@ -212,19 +212,26 @@ def _read_grid(group: netCDF4.Group, name: str, dims: tuple[str, ...], dtype: st
     return values
 
 
-def compute_patch(path: str | Path, params: Medians) -> PatchMedians:
-    """Read one S4A netCDF file and compute its medians and labels (see the module docstring)."""
-    path = Path(path)
-    window = params.window
+def _open_with_year(path: Path) -> tuple[netCDF4.Dataset, int]:
+    """Open one S4A file and read its ``patch_year`` (an int or, as published, a string); the
+    caller closes the dataset. Errors name the file and what is wrong."""
     try:
         dataset = netCDF4.Dataset(path, "r")
     except (OSError, ValueError) as error:
         raise MediansError(f"{path}: cannot be decoded as netCDF-4 ({error})") from None
+    try:
+        return dataset, int(dataset.getncattr("patch_year"))
+    except (AttributeError, TypeError, ValueError):
+        dataset.close()
+        raise MediansError(f"{path}: root attribute patch_year missing or not a year") from None
+
+
+def compute_patch(path: str | Path, params: Medians) -> PatchMedians:
+    """Read one S4A netCDF file and compute its medians and labels (see the module docstring)."""
+    path = Path(path)
+    window = params.window
+    dataset, year = _open_with_year(path)
     with dataset:
-        try:
-            year = int(dataset.getncattr("patch_year"))
-        except (AttributeError, TypeError, ValueError):
-            raise MediansError(f"{path}: root attribute patch_year missing or not a year") from None
         labels_group = dataset.groups.get("labels")
         if labels_group is None:
             raise MediansError(f"{path}: labels: group missing")
@@ -317,15 +324,8 @@ def read_header(path: str | Path, window: int) -> tuple[int, int]:
     """``(size, year)`` of one patch, from its attributes and the labels' shape (nothing decoded):
     what the store plan needs to place every patch before any is computed."""
     path = Path(path)
-    try:
-        dataset = netCDF4.Dataset(path, "r")
-    except (OSError, ValueError) as error:
-        raise MediansError(f"{path}: cannot be decoded as netCDF-4 ({error})") from None
+    dataset, year = _open_with_year(path)
     with dataset:
-        try:
-            year = int(dataset.getncattr("patch_year"))
-        except (AttributeError, TypeError, ValueError):
-            raise MediansError(f"{path}: root attribute patch_year missing or not a year") from None
         group = dataset.groups.get("labels")
         if group is None or "labels" not in group.variables:
             raise MediansError(f"{path}: labels: group or variable missing")
