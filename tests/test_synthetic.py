@@ -141,8 +141,10 @@ def test_a_random_forest_on_monthly_medians_separates_the_classes_as_the_readme_
                     empty_months=0).synthetic
     patch = generate_patch(cfg, plan_patches(cfg, [2019], ["31TCG"])[0])
     months = patch.plan.dates.astype("datetime64[M]").astype(int) % 12 + 1
+    season = [month for month in range(4, 10) if (months == month).any()]  # the draw leaves July empty
+    assert len(season) >= 5
     features = [np.median(patch.bands[band][months == month].astype(float), axis=0)
-                for band in ("B02", "B03", "B04", "B08") for month in range(4, 10)]
+                for band in ("B02", "B03", "B04", "B08") for month in season]
     x = np.stack(features, -1).reshape(-1, len(features))
     y, parcel = patch.clean_labels.ravel(), patch.parcels.ravel()
     x, y, parcel = x[y > 0], y[y > 0], parcel[y > 0]
