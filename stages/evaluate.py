@@ -13,10 +13,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from cropseg.dataset import DatasetError
-from cropseg.evaluate import EvaluateError, EvaluatePaths, evaluate
-from cropseg.labels import LabelSetError
-from cropseg.params import ParamsError, load_params
+from cropseg.evaluate import EvaluatePaths, evaluate
+from cropseg.params import load_params
+from cropseg.stage_cli import run_stage
 from cropseg.stage_runs import track_evaluate
 
 DEFAULTS = EvaluatePaths()
@@ -37,7 +36,8 @@ def main() -> int:
                                                        "with model.norm: batch)")
     parser.add_argument("--previews", type=int, default=4, help="test patches drawn in previews.png (default: 4)")
     args = parser.parse_args()
-    try:
+
+    def body():
         params = load_params(args.params)
         paths = EvaluatePaths(model=Path(args.model), medians=Path(args.medians), split=Path(args.split),
                               patches=Path(args.patches), clean=Path(args.clean), out=Path(args.out))
@@ -46,12 +46,10 @@ def main() -> int:
                           precision=params.train.precision,
                           batch_size=args.batch_size or params.train.physical_batch_size,
                           workers=params.loader.workers, previews=args.previews)
-    except (ParamsError, EvaluateError, DatasetError, LabelSetError, FileNotFoundError) as error:
-        print(f"evaluate: error: {error}", file=sys.stderr)
-        return 1
-    track_evaluate(params, paths, result)
-    print(result.line())
-    return 0
+        track_evaluate(params, paths, result)
+        return result
+
+    return run_stage("evaluate", body, errors=(FileNotFoundError,))
 
 
 if __name__ == "__main__":

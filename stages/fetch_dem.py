@@ -8,9 +8,10 @@ import argparse
 import sys
 import time
 
-from cropseg.atomic import atomic_dir, restore_hint
-from cropseg.dem import DemError, fetch_dem
-from cropseg.params import ParamsError, load_params
+from cropseg.atomic import atomic_dir
+from cropseg.dem import fetch_dem
+from cropseg.params import load_params
+from cropseg.stage_cli import run_stage
 
 
 def main() -> int:
@@ -20,16 +21,15 @@ def main() -> int:
     parser.add_argument("--params", default="params.yaml", help="params file (section 'dem')")
     args = parser.parse_args()
     started = time.perf_counter()
-    try:
+
+    def body():
         params = load_params(args.params)
         with atomic_dir(args.out) as tmp:
             summary = fetch_dem(args.netcdf, tmp, params.dem)
-    except (ParamsError, DemError) as error:
-        print(f"fetch_dem: error: {error}\n{restore_hint(args.out)}", file=sys.stderr)
-        return 1
-    summary.seconds = time.perf_counter() - started
-    print(summary.line())
-    return 0
+        summary.seconds = time.perf_counter() - started
+        return summary
+
+    return run_stage("fetch_dem", body, restore=args.out)
 
 
 if __name__ == "__main__":

@@ -11,21 +11,13 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=None, help="processes (default: CPU count, max 8)")
     args = parser.parse_args()
     # imported after parsing, so `--help` stays instant (no netCDF, SciPy or Hugging Face imports)
-    from cropseg.atomic import restore_hint
-    from cropseg.fetch import FetchError, fetch_s4a
-    from cropseg.params import ParamsError, load_params
+    from cropseg.fetch import fetch_s4a
+    from cropseg.params import load_params
+    from cropseg.stage_cli import run_stage
 
-    try:
-        params = load_params(args.params)
-        summary = fetch_s4a(params.data, args.out, args.workers)
-    except FetchError as error:  # its message ends with how to restore the previous output
-        print(f"fetch_s4a: error: {error}", file=sys.stderr)
-        return 1
-    except ParamsError as error:
-        print(f"fetch_s4a: error: {error}\n{restore_hint(args.out)}", file=sys.stderr)
-        return 1
-    print(summary.line())
-    return 0
+    # a FetchError's message already ends with the restore hint; run_stage adds it to the others
+    return run_stage("fetch_s4a", lambda: fetch_s4a(load_params(args.params).data, args.out, args.workers),
+                     restore=args.out)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@ import sys
 from pathlib import Path
 
 from cropseg.irreducible import run_irreducible
-from cropseg.params import ParamsError, load_params
+from cropseg.params import load_params
+from cropseg.stage_cli import run_stage
 from cropseg.stage_runs import track_irreducible
 
 
@@ -17,17 +18,16 @@ def main() -> int:
     parser.add_argument("--split", default="data/split", help="folder whose train.txt lists the training patches")
     parser.add_argument("--out", default="data/irreducible_loss", help="output folder, replaced atomically")
     args = parser.parse_args()
-    try:
+
+    def body():
         params = load_params(args.params)
-    except ParamsError as error:
-        print(f"irreducible_loss: error: {error}", file=sys.stderr)
-        return 1
-    paths = dict(holdout_model=Path(args.model), medians=Path(args.medians), split_dir=Path(args.split),
-                 out=Path(args.out))
-    summary = run_irreducible(params, **paths)
-    track_irreducible(params, **paths, summary=summary)
-    print(summary.line())
-    return 0
+        paths = dict(holdout_model=Path(args.model), medians=Path(args.medians), split_dir=Path(args.split),
+                     out=Path(args.out))
+        summary = run_irreducible(params, **paths)
+        track_irreducible(params, **paths, summary=summary)
+        return summary
+
+    return run_stage("irreducible_loss", body, errors=(FileNotFoundError,))
 
 
 if __name__ == "__main__":

@@ -3,8 +3,9 @@
 import argparse
 import sys
 
-from cropseg.medians import MediansError, run_medians
-from cropseg.params import ParamsError, load_params
+from cropseg.medians import run_medians
+from cropseg.params import load_params
+from cropseg.stage_cli import run_stage
 
 
 def main() -> int:
@@ -16,16 +17,14 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=None, help="override medians.workers")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args()
-    try:
+
+    def body():
         params = load_params(args.params).medians
         if args.workers is not None:
             params = params.model_copy(update={"workers": max(1, args.workers)})
-        summary = run_medians(args.netcdf, args.out, params, progress=not args.no_progress)
-    except (ParamsError, MediansError) as error:
-        print(f"medians: error: {error}", file=sys.stderr)
-        return 1
-    print(summary.line())
-    return 0
+        return run_medians(args.netcdf, args.out, params, progress=not args.no_progress)
+
+    return run_stage("medians", body)
 
 
 if __name__ == "__main__":

@@ -51,15 +51,12 @@ def main() -> int:
                                                        "train.physical_batch_size, as the evaluate stage)")
     args = parser.parse_args()
 
-    from cropseg.dataset import DatasetError, read_split_list
-    from cropseg.fetch import FetchError
-    from cropseg.medians import MediansError
-    from cropseg.georef import GeorefError
-    from cropseg.labels import LabelSetError
-    from cropseg.params import ParamsError, load_params
-    from cropseg.predict import PredictError, predict_patches
+    from cropseg.dataset import read_split_list
+    from cropseg.params import load_params
+    from cropseg.predict import predict_patches
+    from cropseg.stage_cli import run_stage
 
-    try:
+    def body():
         params = load_params(args.params)
         with tempfile.TemporaryDirectory(prefix="predict-") as work:
             netcdf, medians = Path(args.netcdf), Path(args.medians)
@@ -67,18 +64,14 @@ def main() -> int:
                 netcdf, medians, patch_list = _folder_patches(args.patches, Path(work), params)
             else:
                 patch_list = read_split_list(args.split)
-            result = predict_patches(model_path=Path(args.model), medians=medians, netcdf=netcdf,
-                                     patch_list=patch_list, out=Path(args.out),
-                                     preview=Path(args.preview) if args.preview else None,
-                                     device=params.train.device, precision=params.train.precision,
-                                     batch_size=args.batch_size or params.train.physical_batch_size,
-                                     workers=params.loader.workers, label_set_name=params.labels)
-    except (ParamsError, PredictError, GeorefError, DatasetError, LabelSetError, FetchError, MediansError,
-            FileNotFoundError) as error:
-        print(f"predict: error: {error}", file=sys.stderr)
-        return 1
-    print(result.line())
-    return 0
+            return predict_patches(model_path=Path(args.model), medians=medians, netcdf=netcdf,
+                                   patch_list=patch_list, out=Path(args.out),
+                                   preview=Path(args.preview) if args.preview else None,
+                                   device=params.train.device, precision=params.train.precision,
+                                   batch_size=args.batch_size or params.train.physical_batch_size,
+                                   workers=params.loader.workers, label_set_name=params.labels)
+
+    return run_stage("predict", body, errors=(FileNotFoundError,))
 
 
 if __name__ == "__main__":

@@ -3,11 +3,10 @@
 import argparse
 import sys
 
-from cropseg.labels import LabelSetError, load_label_set
-from cropseg.params import ParamsError, load_params
-from cropseg.patch_table import PatchTableError
-from cropseg.split import SplitError, run_split
-from cropseg.split_rules import RuleError
+from cropseg.labels import load_label_set
+from cropseg.params import load_params
+from cropseg.split import run_split
+from cropseg.stage_cli import run_stage
 
 
 def main() -> int:
@@ -20,16 +19,14 @@ def main() -> int:
     parser.add_argument("--out", default="data/split", help="output folder, replaced atomically")
     parser.add_argument("--workers", type=int, default=None, help="processes (default: split.workers, else CPUs, max 8)")
     args = parser.parse_args()
-    try:
+
+    def body():
         params = load_params(args.params)
         label_set = load_label_set(params.labels, args.labels_dir)
-        summary = run_split(params.split, args.netcdf, args.dem, args.out, args.rules_dir, args.workers,
-                            label_set=label_set)
-    except (ParamsError, SplitError, RuleError, PatchTableError, LabelSetError) as error:
-        print(f"split: error: {error}", file=sys.stderr)
-        return 1
-    print(summary.line())
-    return 0
+        return run_split(params.split, args.netcdf, args.dem, args.out, args.rules_dir, args.workers,
+                         label_set=label_set)
+
+    return run_stage("split", body)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from cropseg.params import ParamsError, load_params
+from cropseg.params import load_params
+from cropseg.stage_cli import run_stage
 from cropseg.train import RunPaths, train
 
 DEFAULTS = {
@@ -30,22 +31,19 @@ def main() -> int:
     parser.add_argument("--truth", default="data/netcdf/truth/truth.csv", help="synthetic truth table, if any")
     args = parser.parse_args()
     defaults = DEFAULTS[args.stage]
-    try:
+
+    def body() -> str:
         params = load_params(args.params)
-    except ParamsError as error:
-        print(f"{args.stage}: error: {error}", file=sys.stderr)
-        return 1
-    paths = RunPaths(split_dir=Path(args.split or defaults["split"]), model_out=Path(args.model or defaults["model"]),
-                     metrics_dir=Path(args.metrics or defaults["metrics"]),
-                     checkpoint_dir=Path(args.checkpoints) / args.stage, medians=Path(args.medians),
-                     irreducible=Path(args.irreducible) if args.stage == "train" else None, truth=Path(args.truth))
-    try:
-        result = train(params, args.stage, paths)
-    except ValueError as error:  # a split or config the run refuses (cropseg.guards), named in the message
-        print(f"{args.stage}: error: {error}", file=sys.stderr)
-        return 1
-    print(result.line(args.stage))
-    return 0
+        paths = RunPaths(split_dir=Path(args.split or defaults["split"]),
+                         model_out=Path(args.model or defaults["model"]),
+                         metrics_dir=Path(args.metrics or defaults["metrics"]),
+                         checkpoint_dir=Path(args.checkpoints) / args.stage, medians=Path(args.medians),
+                         irreducible=Path(args.irreducible) if args.stage == "train" else None,
+                         truth=Path(args.truth))
+        return train(params, args.stage, paths).line(args.stage)
+
+    # ValueError: a split or config the run refuses (cropseg.guards, cropseg.train), named in the message
+    return run_stage(args.stage, body, errors=(ValueError, FileNotFoundError))
 
 
 if __name__ == "__main__":

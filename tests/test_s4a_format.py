@@ -241,3 +241,17 @@ def test_fixture_files_copied_anywhere_still_validate(tmp_path):
     for path in sorted(fixture.rglob("*.nc")):
         shutil.copy(path, tmp_path / path.name)
         assert validate_patch(tmp_path / path.name, tmp_path).size == 61
+
+
+def test_a_crs_without_epsg_code_is_refused_by_both_footprint_readers(tmp_path):
+    # fetch_dem and the split's patch table place patches through one reader (cropseg.label_grid)
+    path = tmp_path / PLAN.name.filename
+    write_patch_netcdf(generate_patch(CFG, PLAN), path)
+    custom = "+proj=tmerc +lat_0=0 +lon_0=1.5 +k=0.9996 +x_0=500000 +y_0=0 +ellps=intl +units=m"
+    with netCDF4.Dataset(path, "a") as ds:
+        ds["labels"]["labels"].setncattr("crs", custom)
+    with pytest.raises(DemError, match="has no EPSG code"):
+        patch_footprint(path)
+    info = PatchInfo(path.name, 2019, "31TCG", PLAN.name.x, PLAN.name.y, "ES", 6, 61)
+    with pytest.raises(PatchTableError, match="has no EPSG code"):
+        patch_row(info, tmp_path, [])

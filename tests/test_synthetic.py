@@ -58,7 +58,11 @@ def test_same_seed_same_bytes_other_seed_other_data(tmp_path):
     fetch_s4a(tiny_data(seed=1), tmp_path / "c", workers=1)
     a, b, c = (_digests(tmp_path / n) for n in "abc")
     assert a == b
-    assert a.keys() & c.keys() or a != c
+    # another seed places other patches (other file names) and fills every file both runs write differently
+    shared = a.keys() & c.keys()
+    assert {"index.csv", "truth/truth.csv"} <= shared
+    assert [name for name in sorted(shared) if a[name] == c[name]] == []
+    assert {n for n in a if n.endswith(".nc")} != {n for n in c if n.endswith(".nc")}
     assert a != c
 
 
@@ -109,7 +113,10 @@ def test_clean_generation_has_no_noisy_pixels(tiny_netcdf):
 
 
 def test_classes_are_separable_by_their_seasonal_curves():
-    """Parcel-mean NDVI curves of different classes differ far more than parcels of one class."""
+    """Every two classes' mean NDVI curves differ somewhere in the season by more than 0.02.
+
+    Not on its own a separability claim (parcels of one class spread more than that, up to 0.16
+    NDVI from their class's curve); the README's claim is checked by the random forest below."""
     cfg = tiny_data(patch_size=366, acquisitions=36, clouds=0.0, class_mix="balanced", parcels=120).synthetic
     patch = generate_patch(cfg, plan_patches(cfg, [2019], ["31TCG"])[0])
     red = patch.bands["B04"].astype(float)
@@ -122,6 +129,30 @@ def test_classes_are_separable_by_their_seasonal_curves():
     between = min(np.abs(curves[a] - curves[b]).max() for i, a in enumerate(codes) for b in codes[i + 1:])
     assert len(codes) >= 10
     assert between > 0.02
+
+
+def test_a_random_forest_on_monthly_medians_separates_the_classes_as_the_readme_says():
+    """README: a random forest on per-pixel monthly medians (4 bands, April-September) separates the
+    14 classes at 95 % pixel accuracy. Trained on the pixels of even parcel ids, scored on the others
+    (unseen parcels), clean labels; 0.950 measured with the pinned scikit-learn."""
+    from sklearn.ensemble import RandomForestClassifier
+
+    cfg = tiny_data(patch_size=366, acquisitions=36, clouds=0.0, class_mix="balanced", parcels=120,
+                    empty_months=0).synthetic
+    patch = generate_patch(cfg, plan_patches(cfg, [2019], ["31TCG"])[0])
+    months = patch.plan.dates.astype("datetime64[M]").astype(int) % 12 + 1
+    season = [month for month in range(4, 10) if (months == month).any()]  # the draw leaves July empty
+    assert len(season) >= 5
+    features = [np.median(patch.bands[band][months == month].astype(float), axis=0)
+                for band in ("B02", "B03", "B04", "B08") for month in season]
+    x = np.stack(features, -1).reshape(-1, len(features))
+    y, parcel = patch.clean_labels.ravel(), patch.parcels.ravel()
+    x, y, parcel = x[y > 0], y[y > 0], parcel[y > 0]
+    train = parcel % 2 == 0
+    assert len(np.unique(y)) == 14 and 0.3 < train.mean() < 0.7
+    forest = RandomForestClassifier(n_estimators=50, random_state=0, n_jobs=1).fit(x[train][::4], y[train][::4])
+    accuracy = (forest.predict(x[~train]) == y[~train]).mean()
+    assert accuracy >= 0.94, accuracy
 
 
 @pytest.mark.parametrize("patches", [901])

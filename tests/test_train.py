@@ -11,11 +11,13 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import yaml
 
 from cropseg.checkpoint import load_model
+from cropseg.compare import read_noise_shares
 from cropseg.dataset import BlockSampler, SubPatchDataset, read_split_list
 from cropseg.fetch import fetch_s4a
 from cropseg.labels import load_label_set
@@ -81,8 +83,19 @@ def test_training_is_deterministic_and_logs_counters(workspace, tmp_path):
     steps = (tmp_path / "a" / "metrics" / "steps.csv").read_text().splitlines()
     assert steps[0].startswith("step,epoch,samples_seen,samples_considered,pixels_seen,loss")
     assert len(steps) == 1 + a.counters.step
-    # the synthetic truth is matched to the samples: noise share in (0, 1) with label_noise 0.2
+    # the synthetic truth (label_noise 0.2) is matched to the samples: the step rows carry noise shares
     assert "noisy_share_block" in steps[0]
+    # ... and the values: uniform trains on whole blocks, so selected == block at every step, and the
+    # run's share (pixel-weighted, cropseg.compare) is that of the training patches' truth, up to the
+    # parcel pixels the label set ignores (the truth counts every parcel pixel)
+    shares = pd.read_csv(tmp_path / "a" / "metrics" / "steps.csv")
+    assert shares.noisy_share_block.between(0, 1).all()
+    assert (shares.noisy_share_selected == shares.noisy_share_block).all()
+    truth = pd.read_csv(workspace / "netcdf" / "truth" / "truth.csv")
+    truth = truth[truth.path.isin((workspace / "split" / "train.txt").read_text().split())]
+    selected, considered = read_noise_shares(tmp_path / "a" / "metrics" / "steps.csv")
+    assert 0 < selected == considered < 1
+    assert selected == pytest.approx(truth.noisy_pixels.sum() / truth.parcel_pixels.sum(), abs=0.03)
 
 
 def test_gradient_accumulation_matches_one_big_batch(workspace, tmp_path):

@@ -17,11 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
 COLORS = {"uniform": "#444444", "random": "#1f77b4", "loss": "#d62728", "margin": "#ff7f0e", "rho_loss": "#2ca02c"}
 
 
@@ -109,7 +104,16 @@ def write_outputs(results: list[MethodResult], out: Path) -> dict[str, Any]:
 
 
 def plot_comparison(results: list[MethodResult], summary: dict[str, Any], path: Path) -> None:
-    figure, axes = plt.subplots(1, 3, figsize=(16, 4.8))
+    """Three panels to ``path``: val F1 against samples seen and against steps, noise selected.
+
+    Drawn on a bare :class:`matplotlib.figure.Figure` (no pyplot), so importing or calling this
+    sets no matplotlib backend and leaves no global figure state behind; ``savefig`` renders
+    with Agg (https://matplotlib.org/stable/gallery/user_interfaces/web_application_server_sgskip.html).
+    """
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(16, 4.8))
+    axes = figure.subplots(1, 3)
     for result in results:
         color = COLORS.get(result.method)
         label = f"{result.method} (block {result.block_size})" if result.block_size > 1 else result.method
@@ -139,4 +143,3 @@ def plot_comparison(results: list[MethodResult], summary: dict[str, Any], path: 
     axes[2].legend(fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
-    plt.close(figure)

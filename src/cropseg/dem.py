@@ -44,18 +44,16 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-import netCDF4
 import numpy as np
 from tqdm import tqdm
 
 from .files import link_or_copy
-from .geo import footprint_lonlat, parse_epsg
+from .label_grid import LabelGridError, read_label_grid
 from .params import CopernicusDem, Dem
-from .s4a import raster_attribute, read_index
+from .s4a import INDEX_FILE, read_index
 
 Footprint = tuple[float, float, float, float]  # lon_min, lat_min, lon_max, lat_max
 
-INDEX_FILE = "index.csv"
 MANIFEST = "tiles.csv"
 MANIFEST_COLUMNS = ("name", "status", "path")
 SYNTHETIC_NAME = "synthetic"
@@ -122,39 +120,13 @@ def patch_footprint(path: str | Path) -> Footprint:
     """(lon_min, lat_min, lon_max, lat_max) of an S4A patch, from its ``labels`` grid.
 
     ``x``/``y`` are pixel centres in the UTM CRS of the ``crs`` attribute of the ``labels``
-    variable (as published; else of its group, see :func:`cropseg.s4a.raster_attribute`); the
-    footprint extends half a pixel beyond the outer centres.
+    variable (as published; else of its group); the footprint extends half a pixel beyond the
+    outer centres. Read by :func:`cropseg.label_grid.read_label_grid`, as the split's patch table.
     """
-    path = Path(path)
     try:
-        dataset = netCDF4.Dataset(path, "r")
-    except OSError as error:
-        raise DemError(f"{path}: cannot open as netCDF ({error})") from None
-    with dataset:
-        group = dataset.groups.get("labels")
-        if group is None:
-            raise DemError(f"{path}: group 'labels' missing")
-        missing = [v for v in ("x", "y") if v not in group.variables]
-        if missing:
-            raise DemError(f"{path}: labels: {', '.join(f'coordinate {v!r}' for v in missing)} missing")
-        crs, where = raster_attribute(group, "labels", "crs")
-        if crs is None:
-            raise DemError(f"{path}: labels: {where}")
-        x = np.asarray(group.variables["x"][:], dtype=np.float64)
-        y = np.asarray(group.variables["y"][:], dtype=np.float64)
-        crs = str(crs)
-    if x.size == 0 or y.size == 0:
-        raise DemError(f"{path}: labels: empty x/y coordinates")
-    try:
-        epsg = parse_epsg(crs)
-    except Exception as error:  # pyproj raises its own CRSError
-        raise DemError(f"{path}: labels: crs {crs!r} is not a CRS ({error})") from None
-    if epsg is None:
-        raise DemError(f"{path}: labels: crs {crs!r} has no EPSG code")
-    half_x = abs(float(x[1] - x[0])) / 2 if x.size > 1 else 5.0
-    half_y = abs(float(y[1] - y[0])) / 2 if y.size > 1 else 5.0
-    return tuple(float(v) for v in footprint_lonlat(  # type: ignore[return-value]
-        epsg, float(x.min()) - half_x, float(y.min()) - half_y, float(x.max()) + half_x, float(y.max()) + half_y))
+        return read_label_grid(path).lonlat()
+    except LabelGridError as error:
+        raise DemError(str(error)) from None
 
 
 def patch_footprints(netcdf_dir: str | Path, progress: bool = True) -> dict[str, Footprint]:

@@ -29,6 +29,13 @@ from tqdm import tqdm
 
 DASK_ADDRESS_ENV = "DASK_SCHEDULER_ADDRESS"
 Scheduler = Literal["serial", "processes", "dask"]
+#: Most processes a stage starts by default: beyond this the disk, not the CPU, bounds the stages.
+MAX_DEFAULT_WORKERS = 8
+
+
+def default_workers() -> int:
+    """Processes a stage uses when neither its params nor ``--workers`` say: the CPUs, at most 8."""
+    return max(1, min(os.cpu_count() or 1, MAX_DEFAULT_WORKERS))
 
 
 class Executor:

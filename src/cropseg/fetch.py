@@ -13,7 +13,6 @@ how to restore the previous output (:func:`cropseg.atomic.restore_hint`).
 from __future__ import annotations
 
 import csv
-import os
 import time
 from dataclasses import dataclass
 from functools import partial
@@ -21,13 +20,13 @@ from pathlib import Path
 
 
 from .atomic import atomic_dir, restore_hint
-from .executor import ordered_map
+from .executor import default_workers, ordered_map
 from .files import link_or_copy
 from .params import Data
-from .s4a import InvalidPatch, PatchInfo, find_patches, parse_patch_name, validate_patch, write_index
+from .s4a import (INDEX_FILE, InvalidPatch, PatchInfo, find_patches, parse_patch_name, validate_patch,
+                  write_index)
 from .synthetic import TRUTH_DIR, plan_patches, write_patch, write_truth
 
-INDEX_FILE = "index.csv"
 INVALID_FILE = "invalid.csv"
 
 
@@ -46,10 +45,6 @@ class FetchSummary:
     def line(self) -> str:
         return (f"fetch_s4a: {self.source}, {self.patches} patches ({self.skipped} invalid skipped), "
                 f"{self.bytes / 1e6:.0f} MB, {self.seconds:.1f} s")
-
-
-def default_workers() -> int:
-    return max(1, min(os.cpu_count() or 1, 8))
 
 
 def _select(paths: list[tuple[str, Path]], data: Data) -> list[tuple[str, Path]]:

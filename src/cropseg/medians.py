@@ -67,7 +67,7 @@ from tqdm import tqdm
 from .atomic import atomic_dir
 from .executor import Executor, make_executor
 from .params import Medians
-from .s4a import BANDS, band_side, decode_time, read_index
+from .s4a import BANDS, INDEX_FILE, band_side, decode_time, read_index
 from .store import (DEFAULT_SHARD_BYTES, STORE_FILE, PatchSlot, StoreError, StorePlan, code_counts, create_shards,
                     plan_store, write_block, write_index)
 
@@ -377,7 +377,7 @@ def store_meta(params: Medians, years: list[int]) -> dict[str, Any]:
 def plan_medians(netcdf_root: Path, relpaths: list[str], params: Medians, executor: Executor,
                  shard_bytes: int, progress: bool) -> StorePlan:
     """Read every patch's size and year (in parallel) and place it in the store."""
-    tiles = {info.path: info.tile for info in read_index(netcdf_root / "index.csv")}
+    tiles = {info.path: info.tile for info in read_index(netcdf_root / INDEX_FILE)}
     task = functools.partial(_header_task, netcdf_root=str(netcdf_root.resolve()), window=params.window)
     headers = list(tqdm(executor.imap_unordered(task, relpaths), total=len(relpaths), desc="medians plan",
                         unit="patch", disable=not progress, leave=False))
@@ -401,7 +401,7 @@ def run_medians(netcdf_root: str | Path, out: str | Path, params: Medians, *,
     and no partial output remains.
     """
     netcdf_root = Path(netcdf_root)
-    index_path = netcdf_root / "index.csv"
+    index_path = netcdf_root / INDEX_FILE
     if not index_path.is_file():
         raise MediansError(f"{index_path}: not found (run the fetch_s4a stage first)")
     relpaths = sorted(info.path for info in read_index(index_path))

@@ -23,14 +23,13 @@ from dataclasses import dataclass
 from functools import lru_cache, partial
 from pathlib import Path
 
-import netCDF4
 import numpy as np
 import pandas as pd
 from pyproj import Transformer
 
 from .executor import ordered_map
-from .geo import footprint_lonlat, parse_epsg
-from .s4a import PatchInfo, parse_patch_name, raster_attribute
+from .label_grid import LabelGridError, read_label_grid
+from .s4a import PatchInfo, parse_patch_name
 
 BASE_COLUMNS = (
     "path", "year", "tile", "patch_x", "patch_y", "country", "n_dates", "size",
@@ -136,31 +135,12 @@ def _largest(counts: dict[int, int]) -> tuple[int, int]:
 
 def patch_row(info: PatchInfo, root: str | Path, tiles: list[DemTile]) -> tuple[dict, dict[int, int]]:
     """Facts of one patch and its pixel count per class code (reads its label map only)."""
-    path = Path(root) / info.path
     try:
-        dataset = netCDF4.Dataset(path, "r")
-    except OSError as error:
-        raise PatchTableError(f"{path}: cannot open as netCDF ({error})") from None
-    with dataset:
-        group = dataset.groups.get("labels")
-        if group is None or "labels" not in group.variables:
-            raise PatchTableError(f"{path}: group 'labels' with variable 'labels' expected")
-        crs, where = raster_attribute(group, "labels", "crs")
-        if crs is None:
-            raise PatchTableError(f"{path}: labels: {where}")
-        group.set_auto_mask(False)
-        labels = np.asarray(group.variables["labels"][:])
-        x = np.asarray(group.variables["x"][:], dtype=np.float64)
-        y = np.asarray(group.variables["y"][:], dtype=np.float64)
-        crs = str(crs)
-    try:
-        epsg = parse_epsg(crs)
-    except Exception as error:  # pyproj raises its own CRSError
-        raise PatchTableError(f"{path}: labels: crs {crs!r} is not a CRS ({error})") from None
-    half_x = abs(float(x[1] - x[0])) / 2 if x.size > 1 else 5.0
-    half_y = abs(float(y[1] - y[0])) / 2 if y.size > 1 else 5.0
-    bounds = (float(x.min()) - half_x, float(y.min()) - half_y, float(x.max()) + half_x, float(y.max()) + half_y)
-    lonlat = footprint_lonlat(epsg, *bounds)
+        grid = read_label_grid(Path(root) / info.path, labels=True)
+    except LabelGridError as error:
+        raise PatchTableError(str(error)) from None
+    epsg, bounds, labels = grid.epsg, grid.bounds, grid.labels
+    lonlat = grid.lonlat()
     elevation = elevation_stats(epsg, bounds, tiles)
     codes, counts = np.unique(labels, return_counts=True)
     classes = {int(c): int(n) for c, n in zip(codes, counts)}

@@ -49,6 +49,8 @@ SIZE_QUANTUM = 61
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 PATCH_NAME = re.compile(r"^(?P<year>\d{4})_(?P<tile>\d{2}[C-X][A-Z]{2})_patch_(?P<x>\d{2})_(?P<y>\d{2})\.nc$")
 INDEX_COLUMNS = ("path", "year", "tile", "patch_x", "patch_y", "country", "n_dates")
+#: The list of valid patches fetch_s4a writes at the root of its output (:func:`write_index`).
+INDEX_FILE = "index.csv"
 #: Raster metadata the published files keep on each data variable (see the module docstring).
 RASTER_ATTRIBUTES = ("crs", "transform", "res", "is_tiled", "nodatavals", "scales", "offsets", "AREA_OR_POINT")
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 import time
 import zlib
@@ -39,15 +38,15 @@ import numpy as np
 import pandas as pd
 
 from .atomic import atomic_dir
+from .executor import default_workers
 from .guards import split_problems
 from .labels import LabelSet
 from .lineage import missing_file_hint
 from .params import Split
 from .patch_table import build_table, class_columns, write_geojson, write_table
-from .s4a import read_index
+from .s4a import INDEX_FILE, read_index
 from .split_rules import REMAINDER, SPLITS, UNMATCHED, RuleError, RuleSet, apply_rules, load_rules
 
-INDEX_FILE = "index.csv"
 HOLDOUT_DIR = "holdout"
 SUMMARY_FILE = "summary.json"
 TABLE_FILE = "patches.csv"
@@ -242,10 +241,6 @@ def rules_path(params: Split, rules_dir: str | Path) -> Path:
         raise SplitError(f"split.rules: preset {params.rules!r} not found ({path}); "
                          f"available: {', '.join(available) or 'none'}{missing_file_hint(path)}")
     return path
-
-
-def default_workers() -> int:
-    return max(1, min(os.cpu_count() or 1, 8))
 
 
 def run_split(params: Split, netcdf_dir: str | Path = "data/netcdf", dem_dir: str | Path | None = "data/dem",
