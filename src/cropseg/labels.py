@@ -10,6 +10,9 @@ with ``id`` one code or a list of codes, whose first entry is the background (mo
 codes, usually ``0``, may not appear in another class). Entry ``i`` becomes model class ``i``, and
 the validation is the same (a code in one class only, no duplicate names, codes in range).
 
+Both formats are pydantic models (as ``params.yaml`` is); :mod:`cropseg.validation` turns their
+errors into messages naming the file and the entry.
+
 Mapping is one table lookup (:attr:`LabelSet.lut` indexed by code), for numpy arrays and torch
 tensors alike, so it never loops over pixels or classes.
 """
@@ -19,10 +22,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+
+from .validation import error_items, located
 
 BACKGROUND = "background"
 MAX_CODE = 65_535  # a sanity bound on S4A codes (they are three digits); keeps the table small
@@ -118,108 +124,173 @@ def load_label_set(name: str, root: str | Path = "configs/labels") -> LabelSet:
     return _build(name, data, str(path))
 
 
-def _parse_codes(value: Any, where: str, *, key: str = "codes", allow_zero: bool = False) -> list[int]:
+def _parse_codes(value: Any, key: str, *, allow_zero: bool = False) -> tuple[int, ...]:
+    """Codes and ``"a-b"`` ranges, expanded (raises a located error naming the bad item)."""
     if not isinstance(value, list) or not value:
-        raise LabelSetError(f"{where}: '{key}' must be a non-empty list of S4A codes, got {value!r}")
+        raise located(f"'{key}' must be a non-empty list of S4A codes, got {value!r}")
     out: list[int] = []
     lowest = 0 if allow_zero else 1
     for item in value:
         if isinstance(item, bool):
-            raise LabelSetError(f"{where}: code {item!r} is not an integer")
+            raise located(f"code {item!r} is not an integer")
         if isinstance(item, int):
             lo = hi = item
         elif isinstance(item, str) and (m := _RANGE.match(item)):
             lo, hi = int(m[1]), int(m[2])
             if lo > hi:
-                raise LabelSetError(f"{where}: empty code range {item!r}")
+                raise located(f"empty code range {item!r}")
         else:
-            raise LabelSetError(f"{where}: code {item!r} is neither an integer nor a range 'a-b'")
+            raise located(f"code {item!r} is neither an integer nor a range 'a-b'")
         if lo < lowest or hi > MAX_CODE:
-            raise LabelSetError(f"{where}: code {item!r} outside {lowest}..{MAX_CODE}"
-                                + ("" if allow_zero else " (0 is background, implicit)"))
+            raise located(f"code {item!r} outside {lowest}..{MAX_CODE}"
+                          + ("" if allow_zero else " (0 is background, implicit)"))
         out.extend(range(lo, hi + 1))
-    return out
+    return tuple(out)
+
+
+class _Class(BaseModel):
+    """One ``{name, codes}`` entry of ``classes:``."""
+
+    model_config = ConfigDict(frozen=True)
+    codes_key: ClassVar[str] = "codes"
+    background_is: ClassVar[str] = "model class 0 and implicit"
+    name: str
+    codes: tuple[int, ...]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _keys(cls, entry: Any) -> dict:
+        expected = {"name", cls.codes_key}
+        if not isinstance(entry, dict):
+            raise located(f"expected a mapping {{name, {cls.codes_key}}}, got {entry!r}")
+        if missing := expected - set(entry):
+            raise located(f"missing key(s) {sorted(missing)} in {entry!r}")
+        if extra := set(entry) - expected:
+            raise located(f"unknown key(s) {sorted(extra)}; expected only 'name' and '{cls.codes_key}'")
+        return {"name": entry["name"], "codes": entry[cls.codes_key]}
+
+    @field_validator("name", mode="before")
+    @classmethod
+    def _name(cls, name: Any) -> str:
+        if not isinstance(name, str) or not name.strip():
+            raise located(f"'name' must be a non-empty string, got {name!r}")
+        if name.strip().lower() == BACKGROUND:
+            raise located(f"'background' is {cls.background_is}; do not list it again")
+        return name
+
+    @field_validator("codes", mode="before")
+    @classmethod
+    def _codes(cls, codes: Any) -> tuple[int, ...]:
+        return _parse_codes(codes, cls.codes_key)
+
+
+class _EncoderClass(_Class):
+    """One ``{name, id}`` entry of the thesis' ``labels:`` after the background (``id`` may be one code)."""
+
+    codes_key: ClassVar[str] = "id"
+    background_is: ClassVar[str] = "labels[0]"
+
+    @field_validator("codes", mode="before")
+    @classmethod
+    def _codes(cls, codes: Any) -> tuple[int, ...]:
+        return _parse_codes(codes if isinstance(codes, list) else [codes], "id")
+
+
+class _ClassesFile(BaseModel):
+    """Our format: ``classes: [{name, codes}, ...]``; background implicit."""
+
+    model_config = ConfigDict(frozen=True)
+    key: ClassVar[str] = "classes"
+    codes_key: ClassVar[str] = "codes"
+    background: tuple[int, ...] = ()
+    classes: list[_Class]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _top_level(cls, data: Any) -> dict:
+        extra = set(data) - {cls.key}
+        if extra:
+            raise located(f"unknown top-level keys {sorted(extra)}; expected only '{cls.key}'")
+        if not isinstance(data[cls.key], list) or not data[cls.key]:
+            raise located(f"'{cls.key}' must be a non-empty list of {{name, {cls.codes_key}}}")
+        return {"classes": data[cls.key]}
+
+    @model_validator(mode="after")
+    def _one_class_per_code(self) -> "_ClassesFile":
+        if len(self.classes) > 254:
+            raise located(f"{len(self.classes)} classes; at most 254 fit the uint8 table")
+        names: set[str] = set()
+        owner = {code: "background (labels[0])" for code in self.background}
+        for i, entry in enumerate(self.classes):
+            if entry.name in names:
+                raise located("class name listed twice", "classes", i, "name")
+            names.add(entry.name)
+            for code in entry.codes:
+                if code in owner:
+                    what = "twice in this class" if owner[code] == entry.name else f"also in class {owner[code]!r}"
+                    raise located(f"code {code} is {what}; a code belongs to one class", "classes", i, "codes")
+                owner[code] = entry.name
+        return self
+
+
+class _EncoderFile(_ClassesFile):
+    """The thesis' label-encoder format: ``labels: [{name, id}, ...]``, the first entry the background."""
+
+    key: ClassVar[str] = "labels"
+    codes_key: ClassVar[str] = "id"
+    classes: list[_EncoderClass]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _top_level(cls, data: Any) -> dict:
+        extra = set(data) - {cls.key}
+        if extra:
+            raise located(f"unknown top-level keys {sorted(extra)}; expected only '{cls.key}'")
+        entries = data[cls.key]
+        if not isinstance(entries, list) or len(entries) < 2:
+            raise located("'labels' must list the background, then at least one class, as {name, id}")
+        first = entries[0]
+        if not isinstance(first, dict) or set(first) != {"name", "id"}:
+            raise located(f"expected a mapping {{name, id}}, got {first!r}", "background")
+        return {"background": first["id"], "classes": entries[1:]}
+
+    @field_validator("background", mode="before")
+    @classmethod
+    def _background(cls, codes: Any) -> tuple[int, ...]:
+        return _parse_codes(codes if isinstance(codes, list) else [codes], "id", allow_zero=True)
+
+
+def _where(loc: tuple, data: dict, key: str) -> str:
+    """``labels[2]``, or ``class 'oats' (labels[2])`` for an error about a named entry's fields."""
+    if not loc:
+        return ""
+    if loc[0] == "background":
+        return "labels[0] (the background): "
+    index = loc[1] + (key == "labels")
+    entry = data[key][index]
+    name = entry.get("name") if isinstance(entry, dict) else None
+    if len(loc) > 2 and isinstance(name, str) and name.strip():
+        return f"class {name!r} ({key}[{index}]): "
+    return f"{key}[{index}]: "
 
 
 def _build(name: str, data: Any, source: str) -> LabelSet:
-    if isinstance(data, dict) and "labels" in data and "classes" not in data:
-        return _build_encoder(name, data, source)
-    if not isinstance(data, dict) or "classes" not in data:
+    """Validate either format and build the lookup table."""
+    encoder = isinstance(data, dict) and "labels" in data and "classes" not in data
+    if not encoder and not (isinstance(data, dict) and "classes" in data):
         raise LabelSetError(f"{source}: missing top-level key 'classes' (a list of {{name, codes}}) "
                             f"or 'labels' (the label-encoder list of {{name, id}})")
-    extra = set(data) - {"classes"}
-    if extra:
-        raise LabelSetError(f"{source}: unknown top-level keys {sorted(extra)}; expected only 'classes'")
-    return _from_entries(name, data["classes"], source, key="classes", codes_key="codes")
-
-
-def _build_encoder(name: str, data: dict, source: str) -> LabelSet:
-    """The thesis' label-encoder format: ``labels: [{name, id}, ...]``, ``id`` a code or a list of
-    codes, the first entry the background (its codes, usually ``0``, map to model class 0)."""
-    extra = set(data) - {"labels"}
-    if extra:
-        raise LabelSetError(f"{source}: unknown top-level keys {sorted(extra)}; expected only 'labels'")
-    entries = data["labels"]
-    if not isinstance(entries, list) or len(entries) < 2:
-        raise LabelSetError(f"{source}: 'labels' must list the background, then at least one class, "
-                            f"as {{name, id}}")
-    first = entries[0]
-    where = f"{source}: labels[0] (the background)"
-    if not isinstance(first, dict) or set(first) != {"name", "id"}:
-        raise LabelSetError(f"{where}: expected a mapping {{name, id}}, got {first!r}")
-    background = _parse_codes(first["id"] if isinstance(first["id"], list) else [first["id"]], where,
-                              key="id", allow_zero=True)
-    return _from_entries(name, entries[1:], source, key="labels", codes_key="id", start=1,
-                         reserved={c: "background (labels[0])" for c in background})
-
-
-def _from_entries(name: str, classes: Any, source: str, *, key: str, codes_key: str, start: int = 0,
-                  reserved: dict[int, str] | None = None) -> LabelSet:
-    """Validate ``[{name, <codes_key>}, ...]`` (entry ``i`` is ``key[i + start]`` in messages)."""
-    if not isinstance(classes, list) or not classes:
-        raise LabelSetError(f"{source}: '{key}' must be a non-empty list of {{name, {codes_key}}}")
-    if len(classes) > 254:
-        raise LabelSetError(f"{source}: {len(classes)} classes; at most 254 fit the uint8 table")
-
-    names: list[str] = [BACKGROUND]
-    codes: list[tuple[int, ...]] = [()]
-    owner: dict[int, str] = dict(reserved or {})
-    expected = {"name", codes_key}
-    for i, entry in enumerate(classes, start=start):
-        where = f"{source}: {key}[{i}]"
-        if not isinstance(entry, dict):
-            raise LabelSetError(f"{where}: expected a mapping {{name, {codes_key}}}, got {entry!r}")
-        missing = expected - set(entry)
-        if missing:
-            raise LabelSetError(f"{where}: missing key(s) {sorted(missing)} in {entry!r}")
-        extra = set(entry) - expected
-        if extra:
-            raise LabelSetError(f"{where}: unknown key(s) {sorted(extra)}; expected only 'name' and '{codes_key}'")
-        cname = entry["name"]
-        if not isinstance(cname, str) or not cname.strip():
-            raise LabelSetError(f"{where}: 'name' must be a non-empty string, got {cname!r}")
-        where = f"{source}: class {cname!r} ({key}[{i}])"
-        if cname.strip().lower() == BACKGROUND:
-            first = "labels[0]" if start else "model class 0 and implicit"
-            raise LabelSetError(f"{where}: 'background' is {first}; do not list it again")
-        if cname in names:
-            raise LabelSetError(f"{where}: class name listed twice")
-        value = entry[codes_key]
-        if codes_key == "id" and not isinstance(value, list):
-            value = [value]  # the encoder format allows a single code
-        class_codes = _parse_codes(value, where, key=codes_key)
-        for code in class_codes:
-            if code in owner:
-                other = owner[code]
-                what = "twice in this class" if other == cname else f"also in class {other!r}"
-                raise LabelSetError(f"{where}: code {code} is {what}; a code belongs to one class")
-            owner[code] = cname
-        names.append(cname)
-        codes.append(tuple(class_codes))
-
+    schema = _EncoderFile if encoder else _ClassesFile
+    try:
+        parsed = schema.model_validate(data)
+    except ValidationError as error:
+        problems = [f"{_where(loc, data, schema.key)}{message}" for loc, message in error_items(error)]
+        raise LabelSetError(f"{source}: " + "; ".join(problems)) from None
+    names = (BACKGROUND,) + tuple(c.name for c in parsed.classes)
+    codes = ((),) + tuple(c.codes for c in parsed.classes)
     listed = [code for class_codes in codes[1:] for code in class_codes]
     lut = np.zeros(max(listed) + 2, dtype=np.uint8)  # last entry stays 0: the catch-all for codes beyond
     for k, class_codes in enumerate(codes[1:], start=1):
         lut[list(class_codes)] = k
     lut.flags.writeable = False
-    return LabelSet(name=name, class_names=tuple(names), codes=tuple(codes), lut=lut)
+    return LabelSet(name=name, class_names=names, codes=codes, lut=lut)

@@ -14,6 +14,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .validation import dotted, error_items
+
 TILE_PATTERN = re.compile(r"^\d{2}[C-X][A-Z]{2}$")
 
 
@@ -305,15 +307,7 @@ class Params(Section):
 
 
 def _format_errors(error: ValidationError, source: str) -> str:
-    lines = []
-    for item in error.errors():
-        path = ".".join(str(part) for part in item["loc"]) or "(root)"
-        message = item["msg"]
-        if item["type"] == "extra_forbidden":
-            message = "unknown key (not in the schema; check the spelling)"
-        elif item["type"] not in ("missing", "value_error") and not isinstance(item.get("input"), (dict, type(None))):
-            message = f"{message} (got {item['input']!r})"
-        lines.append(f"  {path}: {message}")
+    lines = [f"  {dotted(loc)}: {message}" for loc, message in error_items(error)]
     return f"{source}: {len(lines)} invalid field(s):\n" + "\n".join(lines)
 
 

@@ -52,7 +52,8 @@ gets a patch of every stratum.
 Every problem in the file (unknown key, a rule with no or two outcomes, fractions above 1, an
 unknown target, a stratification on an unknown column, a reached ``assert_none`` ...) is an
 :class:`RuleError` naming the rule's location, e.g. ``rules[1].rules[0]``, and where relevant
-the patch. The whole file is validated before any patch is assigned.
+the patch. The whole file is validated before any patch is assigned, by pydantic models (one per
+mapping of the file, as ``params.yaml`` is) whose errors :mod:`cropseg.validation` locates.
 """
 
 from __future__ import annotations
@@ -63,11 +64,15 @@ import zlib
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+from .validation import bracketed, error_items, located
 
 SPLITS = ("train", "val", "test")
 FILTER_KEYS = ("year", "tile", "patch_x", "patch_y", "path")
@@ -178,249 +183,285 @@ def _fraction(value: Any) -> Fraction | None:
     return Fraction(repr(value)) if isinstance(value, float) else Fraction(value)
 
 
-class _Parser:
-    def __init__(self, source: str):
-        self.source = source
-        self.problems: list[tuple[str, str]] = []
+def _scalar(column: str, value: Any, *where: str | int) -> None:
+    """Raise a located error unless ``value`` is a valid value of the filter ``column``."""
+    if column in _INT_FILTERS:
+        if not _is_int(value):
+            raise located(f"{column} must be an integer, got {value!r}", *where)
+    elif not isinstance(value, str):
+        raise located(f"{column} must be a string, got {value!r}", *where)
+    elif column == "tile" and not _TILE.match(value):
+        raise located(f"tile {value!r} is not an MGRS tile name like '31TCG'", *where)
 
-    def error(self, where: str, what: str) -> None:
-        self.problems.append((where, what))
 
-    def scalar(self, column: str, value: Any, where: str) -> bool:
-        if column in _INT_FILTERS:
-            if not _is_int(value):
-                self.error(where, f"{column} must be an integer, got {value!r}")
-                return False
-        elif not isinstance(value, str):
-            self.error(where, f"{column} must be a string, got {value!r}")
-            return False
-        elif column == "tile" and not _TILE.match(value):
-            self.error(where, f"tile {value!r} is not an MGRS tile name like '31TCG'")
-            return False
-        return True
-
-    def filter(self, column: str, raw: Any, where: str) -> Filter | None:
-        if isinstance(raw, list):
-            if not raw:
-                self.error(where, "empty list matches no patch")
-                return None
-            ok = [self.scalar(column, v, f"{where}[{i}]") for i, v in enumerate(raw)]
-            return Filter(column, values=tuple(raw)) if all(ok) else None
-        if isinstance(raw, dict):
-            unknown = [k for k in raw if k not in RANGE_KEYS]
-            for key in unknown:
-                self.error(where, f"unknown key {key!r} in a range (expected {', '.join(RANGE_KEYS)})")
-            if not raw:
-                self.error(where, "empty range: give min, max and/or in")
-            if unknown or not raw:
-                return None
-            ok = all(self.scalar(column, raw[k], f"{where}.{k}") for k in ("min", "max") if k in raw)
-            values = None
-            if "in" in raw:
-                inner = self.filter(column, raw["in"], f"{where}.in") if isinstance(raw["in"], list) else None
-                if not isinstance(raw["in"], list):
-                    self.error(f"{where}.in", f"expected a list, got {raw['in']!r}")
-                ok = ok and inner is not None
-                values = inner.values if inner is not None else None
-            if ok and "min" in raw and "max" in raw and raw["min"] > raw["max"]:
-                self.error(where, f"min {raw['min']!r} is above max {raw['max']!r}")
-                ok = False
-            return Filter(column, values=values, low=raw.get("min"), high=raw.get("max")) if ok else None
-        return Filter(column, values=(raw,)) if self.scalar(column, raw, where) else None
-
-    def target_name(self, value: Any, where: str) -> bool:
-        if value not in SPLITS:
-            self.error(where, f"unknown target {value!r} (expected one of {', '.join(SPLITS)})")
-            return False
-        return True
-
-    def shares(self, raw: list, where: str) -> tuple[Share, ...] | None:
+def _filter(column: str, raw: Any) -> Filter:
+    """A filter value: a value, a list of values, or ``{min, max, in}``."""
+    if isinstance(raw, list):
         if not raw:
-            self.error(where, "empty list of targets")
-            return None
-        shares, ok = [], True
-        for i, entry in enumerate(raw):
-            at = f"{where}[{i}]"
-            if not isinstance(entry, dict):
-                self.error(at, f"expected {{target: NAME, split: FRACTION}}, got {entry!r}")
-                ok = False
-                continue
-            for key in entry:
-                if key not in ("target", "split", "count"):
-                    self.error(at, f"unknown key {key!r} (expected target, split or count)")
-                    ok = False
-            if "target" not in entry:
-                self.error(at, "missing 'target'")
-                ok = False
-                continue
-            ok = self.target_name(entry["target"], f"{at}.target") and ok
-            if "split" in entry and "count" in entry:
-                self.error(at, "give either split (a fraction) or count, not both")
-                ok = False
-                continue
-            fraction = count = None
-            if "split" in entry:
-                fraction = _fraction(entry["split"])
-                if fraction is None or not 0 <= fraction <= 1:
-                    self.error(f"{at}.split", f"expected a fraction between 0 and 1, got {entry['split']!r}")
-                    ok = False
-            if "count" in entry:
-                count = entry["count"]
-                if not _is_int(count) or count < 0:
-                    self.error(f"{at}.count", f"expected a number of patches >= 0, got {count!r}")
-                    ok = False
-            shares.append(Share(entry["target"], fraction, count))
-        if not ok:
-            return None
-        names = [s.target for s in shares]
-        duplicates = sorted({n for n in names if names.count(n) > 1})
-        if duplicates:
-            self.error(where, f"target(s) {', '.join(duplicates)} listed twice")
-            return None
-        counted = [s.count is not None for s in shares]
-        if any(counted):
-            if not all(counted):
-                self.error(where, "either every entry has a count or none (do not mix count with split)")
-                return None
-            return tuple(shares)
-        given = sum((s.fraction for s in shares if s.fraction is not None), Fraction(0))
-        missing = [s for s in shares if s.fraction is None]
-        if given > 1:
-            self.error(where, f"fractions add up to {float(given):g}, above 1")
-            return None
-        if missing:
-            if given == 1:
-                self.error(where, f"fractions already add up to 1: nothing left for "
-                                  f"{', '.join(s.target for s in missing)}")
-                return None
-            each = (1 - given) / len(missing)
-            shares = [s if s.fraction is not None else Share(s.target, each) for s in shares]
+            raise located("empty list matches no patch")
+        for i, value in enumerate(raw):
+            _scalar(column, value, i)
+        return Filter(column, values=tuple(raw))
+    if not isinstance(raw, dict):
+        _scalar(column, raw)
+        return Filter(column, values=(raw,))
+    for key in raw:
+        if key not in RANGE_KEYS:
+            raise located(f"unknown key {key!r} in a range (expected {', '.join(RANGE_KEYS)})")
+    if not raw:
+        raise located("empty range: give min, max and/or in")
+    for key in ("min", "max"):
+        if key in raw:
+            _scalar(column, raw[key], key)
+    values = None
+    if "in" in raw:
+        if not isinstance(raw["in"], list):
+            raise located(f"expected a list, got {raw['in']!r}", "in")
+        try:
+            values = _filter(column, raw["in"]).values
+        except PydanticCustomError as error:
+            raise located(error.context["message"], "in", *error.context["where"]) from None
+    if "min" in raw and "max" in raw and raw["min"] > raw["max"]:
+        raise located(f"min {raw['min']!r} is above max {raw['max']!r}")
+    return Filter(column, values=values, low=raw.get("min"), high=raw.get("max"))
+
+
+class _Entry(BaseModel):
+    """A mapping of the rules file: unknown keys are errors; ``shape`` says what a non-mapping should be."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+    shape: ClassVar[str] = "a mapping"
+    bare: ClassVar[str | None] = None  # a plain string stands for {bare: string}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _mapping(cls, value: Any) -> Any:
+        if cls.bare and isinstance(value, str):
+            return {cls.bare: value}
+        if not isinstance(value, dict):
+            raise located(f"expected {cls.shape}, got {value!r}")
+        return value
+
+
+def _column(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise located(f"'column' must name a column of the per-patch table, got {value!r}")
+    return value
+
+
+def _target_name(value: Any) -> str:
+    if value not in SPLITS:
+        raise located(f"unknown target {value!r} (expected one of {', '.join(SPLITS)})")
+    return value
+
+
+class _ShareEntry(_Entry):
+    shape: ClassVar[str] = "{target: NAME, split: FRACTION}"
+    target: str
+    split: Fraction | None = None
+    count: int | None = None
+
+    _target = field_validator("target", mode="before")(lambda value: _target_name(value))
+
+    @field_validator("split", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Fraction:
+        fraction = _fraction(value)
+        if fraction is None or not 0 <= fraction <= 1:
+            raise located(f"expected a fraction between 0 and 1, got {value!r}")
+        return fraction
+
+    @field_validator("count", mode="before")
+    @classmethod
+    def _count(cls, value: Any) -> int:
+        if not _is_int(value) or value < 0:
+            raise located(f"expected a number of patches >= 0, got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _one_amount(self) -> "_ShareEntry":
+        if self.split is not None and self.count is not None:
+            raise located("give either split (a fraction) or count, not both")
+        return self
+
+
+class _StratumEntry(_Entry):
+    shape: ClassVar[str] = "{column: NAME, bins: N}"
+    bare: ClassVar[str] = "column"
+    column: str
+    bins: int = DEFAULT_BINS
+
+    _column = field_validator("column", mode="before")(lambda value: _column(value))
+
+    @field_validator("bins", mode="before")
+    @classmethod
+    def _bins(cls, value: Any) -> int:
+        if not _is_int(value) or value < 1:
+            raise located(f"expected a number of bins >= 1, got {value!r}")
+        return value
+
+
+class _GroupEntry(_Entry):
+    shape: ClassVar[str] = "a column name or {column: NAME, size: N}"
+    bare: ClassVar[str] = "column"
+    column: str
+    size: int | None = None
+
+    _column = field_validator("column", mode="before")(lambda value: _column(value))
+
+    @field_validator("size", mode="before")
+    @classmethod
+    def _size(cls, value: Any) -> int | None:
+        if value is not None and (not _is_int(value) or value < 1):
+            raise located(f"expected a block size >= 1, got {value!r}")
+        return value
+
+
+def _non_empty_list(value: Any, what: str) -> list:
+    if not isinstance(value, list) or not value:
+        raise located(f"expected a non-empty list of {what}, got {value!r}")
+    return value
+
+
+def _shares(entries: list[_ShareEntry]) -> tuple[Share, ...]:
+    """Check a random split's entries together; entries without a fraction share the rest."""
+    names = [e.target for e in entries]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise located(f"target(s) {', '.join(duplicates)} listed twice")
+    shares = [Share(e.target, e.split, e.count) for e in entries]
+    counted = [s.count is not None for s in shares]
+    if any(counted):
+        if not all(counted):
+            raise located("either every entry has a count or none (do not mix count with split)")
         return tuple(shares)
+    given = sum((s.fraction for s in shares if s.fraction is not None), Fraction(0))
+    missing = [s for s in shares if s.fraction is None]
+    if given > 1:
+        raise located(f"fractions add up to {float(given):g}, above 1")
+    if missing:
+        if given == 1:
+            raise located(f"fractions already add up to 1: nothing left for {', '.join(s.target for s in missing)}")
+        each = (1 - given) / len(missing)
+        shares = [s if s.fraction is not None else Share(s.target, each) for s in shares]
+    return tuple(shares)
 
-    def strata(self, raw: Any, where: str) -> tuple[Stratum, ...] | None:
-        if not isinstance(raw, list) or not raw:
-            self.error(where, f"expected a non-empty list of {{column: NAME, bins: N}}, got {raw!r}")
-            return None
-        strata, ok = [], True
-        for i, entry in enumerate(raw):
-            at = f"{where}[{i}]"
-            if isinstance(entry, str):
-                entry = {"column": entry}
-            if not isinstance(entry, dict):
-                self.error(at, f"expected {{column: NAME, bins: N}}, got {entry!r}")
-                ok = False
-                continue
-            for key in entry:
-                if key not in ("column", "bins"):
-                    self.error(at, f"unknown key {key!r} (expected column, bins)")
-                    ok = False
-            column, bins = entry.get("column"), entry.get("bins", DEFAULT_BINS)
-            if not isinstance(column, str) or not column:
-                self.error(at, f"'column' must name a column of the per-patch table, got {column!r}")
-                ok = False
-            if not _is_int(bins) or bins < 1:
-                self.error(f"{at}.bins", f"expected a number of bins >= 1, got {bins!r}")
-                ok = False
-            if ok:
-                strata.append(Stratum(column, bins))
-        return tuple(strata) if ok else None
 
-    def groups(self, raw: Any, where: str) -> tuple[GroupKey, ...] | None:
-        if not isinstance(raw, list) or not raw:
-            self.error(where, f"expected a non-empty list of columns or {{column: NAME, size: N}}, got {raw!r}")
-            return None
-        keys, ok = [], True
-        for i, entry in enumerate(raw):
-            at = f"{where}[{i}]"
-            if isinstance(entry, str):
-                entry = {"column": entry}
-            if not isinstance(entry, dict) or set(entry) - {"column", "size"}:
-                self.error(at, f"expected a column name or {{column: NAME, size: N}}, got {entry!r}")
-                ok = False
-                continue
-            column, size = entry.get("column"), entry.get("size")
-            if not isinstance(column, str) or not column:
-                self.error(at, f"'column' must name a column of the per-patch table, got {column!r}")
-                ok = False
-            if size is not None and (not _is_int(size) or size < 1):
-                self.error(f"{at}.size", f"expected a block size >= 1, got {size!r}")
-                ok = False
-            if ok:
-                keys.append(GroupKey(column, size))
-        return tuple(keys) if ok else None
+class _RuleEntry(_Entry):
+    """One rule as written; both ``target`` forms read the key ``target`` (a name, or a list of shares)."""
 
-    def rule(self, raw: Any, where: str) -> Rule | None:
-        if not isinstance(raw, dict):
-            self.error(where, f"a rule must be a mapping, got {raw!r}")
-            return None
-        problems_before = len(self.problems)
-        for key in raw:
-            if key not in RULE_KEYS:
-                self.error(where, f"unknown key {key!r} (a rule filters on {', '.join(FILTER_KEYS)} and sets "
-                                  f"one of {', '.join(OUTCOME_KEYS)}; a random split may add stratify_on)")
-        outcomes = [k for k in OUTCOME_KEYS if k in raw]
+    shape: ClassVar[str] = "a rule (a mapping)"
+    year: Filter | None = None
+    tile: Filter | None = None
+    patch_x: Filter | None = None
+    patch_y: Filter | None = None
+    path: Filter | None = None
+    target: str | None = Field(None, validation_alias="target")
+    shares: list[_ShareEntry] | None = Field(None, validation_alias="target")
+    rules: list["_RuleEntry"] | None = None
+    assert_none: bool = False
+    stratify_on: list[_StratumEntry] | None = None
+    group_by: list[_GroupEntry] | None = None
+
+    @field_validator(*FILTER_KEYS, mode="before")
+    @classmethod
+    def _filters(cls, value: Any, info: ValidationInfo) -> Filter:
+        return _filter(info.field_name, value)
+
+    @field_validator("target", mode="before")
+    @classmethod
+    def _name(cls, value: Any) -> str | None:
+        return None if isinstance(value, list) else _target_name(value)
+
+    @field_validator("shares", mode="before")
+    @classmethod
+    def _shares_given(cls, value: Any) -> list | None:
+        if isinstance(value, list) and not value:
+            raise located("empty list of targets")
+        return value if isinstance(value, list) else None
+
+    _checked_shares = field_validator("shares")(lambda value: value and _shares(value))
+
+    @field_validator("rules", mode="before")
+    @classmethod
+    def _rule_list(cls, value: Any) -> list:
+        if not isinstance(value, list):
+            raise located(f"expected a list of rules, got {value!r}")
+        return value
+
+    @field_validator("assert_none", mode="before")
+    @classmethod
+    def _true(cls, value: Any) -> bool:
+        if value is not True:
+            raise located(f"must be true, got {value!r} (remove the rule instead)")
+        return value
+
+    _strata = field_validator("stratify_on", mode="before")(
+        lambda value: _non_empty_list(value, "{column: NAME, bins: N}"))
+    _groups = field_validator("group_by", mode="before")(
+        lambda value: _non_empty_list(value, "columns or {column: NAME, size: N}"))
+
+    @model_validator(mode="after")
+    def _one_outcome(self) -> "_RuleEntry":
+        given = self.model_fields_set
+        outcomes = [k for k, field in zip(OUTCOME_KEYS, ("target", "rules", "assert_none")) if field in given]
         if not outcomes:
-            self.error(where, "no outcome: set one of target, rules, assert_none")
-        elif len(outcomes) > 1:
-            self.error(where, f"two outcomes ({', '.join(outcomes)}): set exactly one of target, rules, assert_none")
-        filters = [self.filter(k, raw[k], f"{where}.{k}") for k in FILTER_KEYS if k in raw]
-        target = shares = rules = None
-        assert_none = False
-        strata: tuple[Stratum, ...] = ()
-        if len(outcomes) == 1:
-            outcome = outcomes[0]
-            value = raw[outcome]
-            if outcome == "target":
-                if isinstance(value, list):
-                    shares = self.shares(value, f"{where}.target")
-                else:
-                    target = value if self.target_name(value, f"{where}.target") else None
-            elif outcome == "rules":
-                rules = self.rules(value, f"{where}.rules")
-            else:
-                if value is not True:
-                    self.error(f"{where}.assert_none", f"must be true, got {value!r} (remove the rule instead)")
-                assert_none = True
-        if "stratify_on" in raw:
-            if not (len(outcomes) == 1 and outcomes[0] == "target" and isinstance(raw["target"], list)):
-                self.error(f"{where}.stratify_on", "only a random split (target: [...]) can be stratified")
-            else:
-                strata = self.strata(raw["stratify_on"], f"{where}.stratify_on") or ()
-        group_by: tuple[GroupKey, ...] = ()
-        if "group_by" in raw:
-            if not (len(outcomes) == 1 and outcomes[0] == "target" and isinstance(raw["target"], list)):
-                self.error(f"{where}.group_by", "only a random split (target: [...]) can draw whole groups")
-            elif "stratify_on" in raw:
-                self.error(f"{where}.group_by", "a random split is either grouped or stratified, not both")
-            else:
-                group_by = self.groups(raw["group_by"], f"{where}.group_by") or ()
-        if len(self.problems) > problems_before:
-            return None
-        return Rule(where, tuple(filters), target, shares, rules, assert_none, strata, group_by)
+            raise located("no outcome: set one of target, rules, assert_none")
+        if len(outcomes) > 1:
+            raise located(f"two outcomes ({', '.join(outcomes)}): set exactly one of target, rules, assert_none")
+        random = self.shares is not None
+        if self.stratify_on is not None and not random:
+            raise located("only a random split (target: [...]) can be stratified", "stratify_on")
+        if self.group_by is not None and not random:
+            raise located("only a random split (target: [...]) can draw whole groups", "group_by")
+        if self.group_by is not None and self.stratify_on is not None:
+            raise located("a random split is either grouped or stratified, not both", "group_by")
+        return self
 
-    def rules(self, raw: Any, where: str) -> tuple[Rule, ...] | None:
-        if not isinstance(raw, list):
-            self.error(where, f"expected a list of rules, got {raw!r}")
-            return None
-        parsed = [self.rule(item, f"{where}[{i}]") for i, item in enumerate(raw)]
-        return None if any(r is None for r in parsed) else tuple(parsed)
+    def to_rule(self, location: str) -> Rule:
+        """The rule as :func:`apply_rules` runs it, at ``location`` (``rules[1].rules[0]``)."""
+        rules = None if self.rules is None else tuple(
+            r.to_rule(f"{location}.rules[{i}]") for i, r in enumerate(self.rules))
+        return Rule(location, tuple(f for f in (getattr(self, k) for k in FILTER_KEYS) if f is not None),
+                    self.target, self.shares, rules, self.assert_none,
+                    tuple(Stratum(s.column, s.bins) for s in self.stratify_on or ()),
+                    tuple(GroupKey(g.column, g.size) for g in self.group_by or ()))
+
+
+class _RulesFile(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    rules: list[_RuleEntry]
+
+    _rule_list = field_validator("rules", mode="before")(lambda value: _RuleEntry._rule_list(value))
+
+
+_UNKNOWN_KEY_HINTS = {
+    "rules": f"(a rule filters on {', '.join(FILTER_KEYS)} and sets one of {', '.join(OUTCOME_KEYS)}; "
+             f"a random split may add stratify_on)",
+    "target": "(expected target, split or count)",
+    "stratify_on": "(expected column, bins)",
+    "group_by": "(expected column, size)",
+}
+
+
+def _unknown_key(loc: tuple) -> tuple[tuple, str]:
+    """An unknown key is reported at the mapping holding it, with the keys that mapping accepts."""
+    *parent, key = loc
+    hint = _UNKNOWN_KEY_HINTS[parent[-2]] if len(parent) >= 2 else "(a rules file has only 'rules')"
+    return tuple(parent), f"unknown key {key!r} {hint}"
 
 
 def parse_rules(raw: Any, source: str = "<rules>") -> RuleSet:
     """Validate a loaded rules document; raise :class:`RuleError` listing every problem."""
-    parser = _Parser(source)
     if not isinstance(raw, dict):
         raise RuleError(source, [("(file)", f"expected a mapping with key 'rules', got {type(raw).__name__}")])
-    for key in raw:
-        if key != "rules":
-            parser.error("(file)", f"unknown key {key!r} (a rules file has only 'rules')")
-    if "rules" not in raw:
-        parser.error("(file)", "key 'rules' missing")
-        raise RuleError(source, parser.problems)
-    rules = parser.rules(raw["rules"], "rules")
-    if parser.problems or rules is None:
-        raise RuleError(source, parser.problems)
-    return RuleSet(rules, source)
+    try:
+        parsed = _RulesFile.model_validate(raw)
+    except ValidationError as error:
+        problems = [("(file)", "key 'rules' missing") if loc == ("rules",) and message == "Field required"
+                    else (bracketed(loc), message) for loc, message in error_items(error, _unknown_key)]
+        raise RuleError(source, problems) from None
+    return RuleSet(tuple(r.to_rule(f"rules[{i}]") for i, r in enumerate(parsed.rules)), source)
 
 
 def load_rules(path: str | Path) -> RuleSet:
