@@ -2,7 +2,7 @@
 
 For every patch of a list (default: the test split) the trained model predicts every sub-patch
 of the medians store (:class:`cropseg.dataset.SubPatchDataset`, ``skip_empty=False``) in the
-evaluate stage's batches and code path (:func:`cropseg.evaluation.predict`), so band 1 equals the
+evaluate stage's batches and code path (:func:`cropseg.scoring.predict`), so band 1 equals the
 evaluate stage's predictions pixel for pixel; with precise BN (``model.norm: precise``) a
 prediction does not depend on its batch anyway. The sub-patches are stitched back into the patch
 and written on the patch's own grid (CRS and transform of its ``labels`` raster, see
@@ -33,13 +33,14 @@ import torch
 from .atomic import atomic_dir, atomic_file
 from .checkpoint import load_model
 from .dataset import SubPatchDataset
-from .evaluate import class_colours, stitch
-from .evaluation import predict
+from .figures import class_colours, pyplot
 from .georef import PatchGrid, read_patch_grid
 from .geotiff import confidence_uint8, legend_csv, qgis_style, write_patch_cog, write_text, write_vrt
 from .labels import LabelSet
 from .precision import pick_device, use_bf16
 from .s4a import parse_patch_name
+from .scoring import predict
+from .subpatches import stitch
 
 PREVIEW_MAX_SIDE = 1200
 
@@ -114,7 +115,7 @@ def predict_patches(*, model_path: Path, medians: Path, netcdf: Path, patch_list
     """Predict ``patch_list`` (paths under ``netcdf``, with medians in ``medians``) and write ``out``."""
     from tqdm import tqdm
 
-    from .evaluation import sequential_loader
+    from .scoring import sequential_loader
 
     started = time.perf_counter()
     if not patch_list:
@@ -193,8 +194,6 @@ def _plot_mosaic(vrt: Path, grids: dict[str, PatchGrid], truth: dict[str, np.nda
     from rasterio.enums import Resampling
     from rasterio.windows import from_bounds
 
-    from .evaluate import _pyplot
-
     shown = sorted(grids)[:zoomed]
     with rasterio.open(vrt) as mosaic:
         step = max(1, math.ceil(max(mosaic.width, mosaic.height) / PREVIEW_MAX_SIDE))
@@ -210,7 +209,7 @@ def _plot_mosaic(vrt: Path, grids: dict[str, PatchGrid], truth: dict[str, np.nda
         part = truth[relpath][::step, ::step]
         h, w = min(part.shape[0], shape[0] - row0), min(part.shape[1], shape[1] - col0)
         labels[row0:row0 + h, col0:col0 + w] = part[:h, :w]
-    plt = _pyplot()
+    plt = pyplot()
     cmap = ListedColormap(np.vstack([[1.0, 1.0, 1.0], colours[1:]]))  # no data white, classes in their colours
     style = {"cmap": cmap, "vmin": 0, "vmax": len(names) - 1, "interpolation": "nearest"}
     km = 1000.0
