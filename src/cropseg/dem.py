@@ -16,9 +16,9 @@ Sources (params section ``dem``):
 
 ``copernicus``
     the 1x1 degree Copernicus GLO-30 tiles (public, no account) that intersect the footprints,
-    downloaded over HTTPS into ``dem.copernicus.cache_dir`` (retries with exponential backoff,
-    interrupted downloads resumed with HTTP Range from ``NAME.tif.part``), validated with rasterio
-    and hard-linked (copied across file systems) into the output. A tile the server answers with
+    downloaded over HTTPS into ``dem.copernicus.cache_dir`` by :mod:`cropseg.download` (retries
+    with exponential backoff, interrupted downloads resumed with HTTP Range from ``NAME.tif.part``),
+    validated with rasterio and hard-linked (copied across file systems) into the output. A tile the server answers with
     404 does not exist (open sea) and is recorded as ``missing``.
 
 ``none``
@@ -32,13 +32,8 @@ was made; every ``*.tif`` of the output folder is elevation in metres.
 from __future__ import annotations
 
 import csv
-import http.client
 import math
-import os
-import socket
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -47,6 +42,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from .download import DownloadError, NotFound, download_resumable
 from .files import link_or_copy
 from .label_grid import LabelGridError, read_label_grid
 from .params import CopernicusDem, Dem
@@ -74,16 +70,10 @@ _LEVELS = (
 )
 _BASE_ELEVATION = 200.0
 COPERNICUS_PREFIX = "Copernicus_DSM_COG_10"
-_CHUNK = 1 << 20
-_MAX_BACKOFF_S = 60.0
 
 
 class DemError(RuntimeError):
     """The DEM cannot be made (missing index, unreadable patch, failed or corrupt download)."""
-
-
-class TileMissing(Exception):
-    """The server says the tile does not exist (HTTP 404): open sea for Copernicus GLO-30."""
 
 
 @dataclass(frozen=True)
@@ -175,81 +165,6 @@ def copernicus_tiles(footprints: Iterable[Footprint]) -> list[str]:
     return sorted(names)
 
 
-def _remote_size(response: http.client.HTTPResponse, offset: int) -> int | None:
-    """Total size of the remote file from Content-Range (206) or Content-Length (200)."""
-    content_range = response.headers.get("Content-Range", "")
-    if response.status == 206 and "/" in content_range:
-        total = content_range.rsplit("/", 1)[1].strip()
-        return int(total) if total.isdigit() else None
-    length = response.headers.get("Content-Length")
-    if length is None or not length.strip().isdigit():
-        return None
-    return int(length) + (offset if response.status == 206 else 0)
-
-
-def download_resumable(url: str, target: Path, retries: int = 5, timeout_s: float = 60.0,
-                       backoff_s: float = 1.0) -> int:
-    """Download ``url`` to ``target`` through ``target.part``, resuming it with HTTP Range.
-
-    Network errors, 5xx/429 answers and short bodies are retried ``retries`` times with exponential
-    backoff (``backoff_s``, doubling, capped at 60 s); each retry continues from the bytes already
-    in the ``.part`` file. Raises :class:`TileMissing` on 404 and :class:`DemError` when the retries
-    are used up. Returns the number of bytes transferred by this call.
-    """
-    part = target.with_name(target.name + ".part")
-    part.parent.mkdir(parents=True, exist_ok=True)
-    transferred = 0
-    last_error = "no attempt made"
-    for attempt in range(retries + 1):
-        if attempt:
-            time.sleep(min(backoff_s * 2 ** (attempt - 1), _MAX_BACKOFF_S))
-        offset = part.stat().st_size if part.exists() else 0
-        request = urllib.request.Request(url, headers={"User-Agent": "cropseg-fetch-dem"})
-        if offset:
-            request.add_header("Range", f"bytes={offset}-")
-        try:
-            with urllib.request.urlopen(request, timeout=timeout_s) as response:
-                if response.status == 200 and offset:
-                    offset = 0  # the server ignored the range: start over
-                total = _remote_size(response, offset)
-                with open(part, "r+b" if offset else "wb") as handle:
-                    handle.seek(offset)
-                    handle.truncate()
-                    while chunk := response.read(_CHUNK):
-                        handle.write(chunk)
-                        transferred += len(chunk)
-                size = part.stat().st_size
-            if total is not None and size != total:
-                last_error = f"connection closed after {size} of {total} bytes"
-                continue
-            os.replace(part, target)
-            return transferred
-        except urllib.error.HTTPError as error:
-            if error.code == 404:
-                raise TileMissing(url) from None
-            if error.code == 416 and offset:
-                # the .part already holds the whole file (or more): check it by its size on the server
-                total = _content_range_total(error.headers.get("Content-Range", ""))
-                if total is not None and total == offset:
-                    os.replace(part, target)
-                    return transferred
-                part.unlink(missing_ok=True)
-                last_error = f"HTTP 416 for a partial file of {offset} bytes; restarting"
-                continue
-            if error.code < 500 and error.code != 429:
-                raise DemError(f"{url}: HTTP {error.code} {error.reason}") from None
-            last_error = f"HTTP {error.code} {error.reason}"
-        except (urllib.error.URLError, http.client.HTTPException, socket.timeout, ConnectionError, OSError) as error:
-            last_error = f"{type(error).__name__}: {getattr(error, 'reason', error)}"
-    kept = f" (partial data kept in {part}; rerun to resume)" if part.exists() and part.stat().st_size else ""
-    raise DemError(f"{url}: download failed after {retries + 1} attempt(s): {last_error}{kept}")
-
-
-def _content_range_total(value: str) -> int | None:
-    total = value.rsplit("/", 1)[-1].strip() if "/" in value else ""
-    return int(total) if total.isdigit() else None
-
-
 def validate_tile(path: Path, name: str) -> None:
     """Open ``path`` with rasterio and read its first band; on failure delete it and raise DemError."""
     import rasterio
@@ -285,10 +200,10 @@ def fetch_copernicus(footprints: Iterable[Footprint], out: str | Path, cfg: Cope
             url = f"{base}/{name}/{name}.tif"
             try:
                 download_resumable(url, path, retries=cfg.retries, timeout_s=cfg.timeout_s, backoff_s=backoff_s)
-            except TileMissing:
+            except NotFound:  # no GLO-30 tile: open sea
                 records.append(TileRecord(name, "missing", ""))
                 continue
-            except DemError as error:
+            except DownloadError as error:
                 raise DemError(f"DEM tile {name}: {error}") from None
         validate_tile(path, name)
         link_or_copy(path, out / f"{name}.tif")
