@@ -6,7 +6,8 @@ transfer (it has its own resume and cache), waits between retries with the same
 :func:`backoff_delay`. The client is the standard library's ``urllib``: a GET with
 ``Range: bytes=N-`` resumes into ``NAME.part`` (RFC 9110: Range 14.2, 206 Partial Content
 15.3.7, 416 Range Not Satisfiable 15.5.17; a server that ignores the range answers 200 and the
-file starts over, a 416 whose Content-Range total equals the part's size means it is complete), and the finished part is renamed onto the target, so a target that exists is complete.
+file starts over, a 416 whose Content-Range total equals the part's size means it is complete),
+and the finished part is renamed onto the target, so a target that exists is complete.
 """
 
 from __future__ import annotations

@@ -22,8 +22,9 @@ Why it works this way:
   ``dest_root/YYYY/TILE/name.nc`` (copied when the two are on different file systems).
 
 Network errors (connection, timeout, HTTP 408/429/5xx) are retried with exponential backoff
-(``backoff_s``, doubled each time: :func:`cropseg.download.backoff_delay`, the DEM download's policy); errors the Hub gives as final (repo, revision or file not found,
-no access, offline mode) are not.
+(``backoff_s``, doubled each time: :func:`cropseg.download.backoff_delay`, the DEM download's
+policy); errors the Hub gives as final (repo, revision or file not found, no access, offline
+mode) are not.
 """
 
 from __future__ import annotations
