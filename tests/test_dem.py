@@ -19,7 +19,7 @@ import rasterio  # noqa: E402
 from rasterio.transform import from_origin  # noqa: E402
 from rasterio.windows import from_bounds  # noqa: E402
 
-from cropseg import dem  # noqa: E402
+from cropseg import dem, terrain  # noqa: E402
 from cropseg.geo import footprint_lonlat, tile_grid  # noqa: E402
 from cropseg.params import CopernicusDem, Data, Dem, SyntheticData  # noqa: E402
 
@@ -140,8 +140,8 @@ def test_synthetic_dem_is_a_function_of_lonlat_and_seed(footprints, tmp_path):
 
     # the same pixels from the pure function, addressed by global indices
     col0, row_top = 3600 * 10, 3600 * 42
-    block = dem.synthetic_elevation(0, col0, row_top, 300, 200)
-    part = dem.synthetic_elevation(0, col0 + 100, row_top - 50, 50, 70)
+    block = terrain.synthetic_elevation(0, col0, row_top, 300, 200)
+    part = terrain.synthetic_elevation(0, col0 + 100, row_top - 50, 50, 70)
     np.testing.assert_array_equal(block[50:120, 100:150], part)
     # smooth: neighbouring 30 m pixels differ by far less than the relief
     assert np.abs(np.diff(block, axis=1)).max() < 30.0 and block.max() - block.min() > 1.0

@@ -10,9 +10,9 @@ import pytest
 import torch
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
-from cropseg.evaluate import (CleanTruth, EvaluatePaths, PatchCanvas, confusion_rows, cut, evaluate, patch_table,
-                              per_class_table, stitch)
-from cropseg.evaluation import CROP_BORDER, SplitConfusion
+from cropseg.evaluate import CleanTruth, EvaluatePaths, confusion_rows, evaluate, patch_table, per_class_table
+from cropseg.scoring import CROP_BORDER, SplitConfusion
+from cropseg.subpatches import PatchCanvas, cut, stitch
 from cropseg.labels import LabelSet
 
 from conftest import tiny_data

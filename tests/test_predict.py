@@ -18,8 +18,8 @@ from rasterio.windows import from_bounds
 
 from cropseg.checkpoint import model_file, save_atomic
 from cropseg.dataset import SubPatchDataset
-from cropseg.evaluate import PatchCanvas
-from cropseg.evaluation import predict, sequential_loader
+from cropseg.scoring import predict, sequential_loader
+from cropseg.subpatches import PatchCanvas
 from cropseg.fetch import fetch_s4a
 from cropseg.georef import GeorefError, read_patch_grid
 from cropseg.labels import load_label_set

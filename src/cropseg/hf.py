@@ -22,8 +22,9 @@ Why it works this way:
   ``dest_root/YYYY/TILE/name.nc`` (copied when the two are on different file systems).
 
 Network errors (connection, timeout, HTTP 408/429/5xx) are retried with exponential backoff
-(``backoff_s``, doubled each time); errors the Hub gives as final (repo, revision or file not found,
-no access, offline mode) are not.
+(``backoff_s``, doubled each time: :func:`cropseg.download.backoff_delay`, the DEM download's
+policy); errors the Hub gives as final (repo, revision or file not found, no access, offline
+mode) are not.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ from huggingface_hub.hf_api import RepoFile
 from huggingface_hub.utils import silent_tqdm
 from tqdm import tqdm
 
+from .download import backoff_delay
 from .files import link_or_copy
 from .params import Data, HuggingFaceData
 from .s4a import PatchName, parse_patch_name
@@ -137,7 +139,7 @@ def is_transient(error: BaseException) -> bool:
 
 
 def _backoff(cfg: HuggingFaceData, attempt: int) -> float:
-    return min(cfg.backoff_s * 2**attempt, MAX_BACKOFF_S)
+    return backoff_delay(cfg.backoff_s, attempt, MAX_BACKOFF_S)
 
 
 def _with_retries(cfg: HuggingFaceData, what: str, call: Callable[[], T]) -> T:

@@ -22,7 +22,7 @@ from tqdm import tqdm
 from .atomic import atomic_dir
 from .checkpoint import load_model
 from .dataset import SubPatchDataset, read_split_list
-from .evaluation import sequential_loader
+from .scoring import sequential_loader
 from .files import sha256_of
 from .labels import LabelSet
 from .loss import class_weights, parcel_nll

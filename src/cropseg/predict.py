@@ -2,7 +2,7 @@
 
 For every patch of a list (default: the test split) the trained model predicts every sub-patch
 of the medians store (:class:`cropseg.dataset.SubPatchDataset`, ``skip_empty=False``) in the
-evaluate stage's batches and code path (:func:`cropseg.evaluation.predict`), so band 1 equals the
+evaluate stage's batches and code path (:func:`cropseg.scoring.predict`), so band 1 equals the
 evaluate stage's predictions pixel for pixel; with precise BN (``model.norm: precise``) a
 prediction does not depend on its batch anyway. The sub-patches are stitched back into the patch
 and written on the patch's own grid (CRS and transform of its ``labels`` raster, see
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -30,18 +29,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .atomic import atomic_dir, atomic_file
+from .atomic import atomic_dir
 from .checkpoint import load_model
 from .dataset import SubPatchDataset
-from .evaluate import class_colours, stitch
-from .evaluation import predict
+from .figures import class_colours, plot_mosaic
 from .georef import PatchGrid, read_patch_grid
 from .geotiff import confidence_uint8, legend_csv, qgis_style, write_patch_cog, write_text, write_vrt
 from .labels import LabelSet
 from .precision import pick_device, use_bf16
 from .s4a import parse_patch_name
+from .scoring import predict
+from .subpatches import stitch
 
-PREVIEW_MAX_SIDE = 1200
 
 
 class PredictError(ValueError):
@@ -114,7 +113,7 @@ def predict_patches(*, model_path: Path, medians: Path, netcdf: Path, patch_list
     """Predict ``patch_list`` (paths under ``netcdf``, with medians in ``medians``) and write ``out``."""
     from tqdm import tqdm
 
-    from .evaluation import sequential_loader
+    from .scoring import sequential_loader
 
     started = time.perf_counter()
     if not patch_list:
@@ -177,63 +176,7 @@ def predict_patches(*, model_path: Path, medians: Path, netcdf: Path, patch_list
         csv.writer(buffer, lineterminator="\n").writerows([header, *index_rows])
         write_text(tmp / "index.csv", buffer.getvalue())
         if shown is not None:
-            _plot_mosaic(tmp / "mosaics" / f"{shown}.vrt", {r: grids[r] for r in groups[shown]}, truth, names,
-                         colours, preview, shown)
+            plot_mosaic(tmp / "mosaics" / f"{shown}.vrt", {r: grids[r].bounds for r in groups[shown]}, truth, names,
+                        colours, preview, shown)
     return PredictResult(len(patch_list), mosaics, time.perf_counter() - started, out, preview,
                          {n: int(c) for n, c in zip(names, totals)})
-
-
-def _plot_mosaic(vrt: Path, grids: dict[str, PatchGrid], truth: dict[str, np.ndarray], names: tuple[str, ...],
-                 colours: np.ndarray, path: Path, title: str, zoomed: int = 2) -> None:
-    """The mosaic read back through its VRT (nearest, at most PREVIEW_MAX_SIDE px) beside the labels,
-    then up to ``zoomed`` of its patches at full resolution (also read through the VRT)."""
-    import rasterio
-    from matplotlib.colors import ListedColormap
-    from matplotlib.patches import Patch, Rectangle
-    from rasterio.enums import Resampling
-    from rasterio.windows import from_bounds
-
-    from .evaluate import _pyplot
-
-    shown = sorted(grids)[:zoomed]
-    with rasterio.open(vrt) as mosaic:
-        step = max(1, math.ceil(max(mosaic.width, mosaic.height) / PREVIEW_MAX_SIDE))
-        shape = (math.ceil(mosaic.height / step), math.ceil(mosaic.width / step))
-        predicted = mosaic.read(1, out_shape=shape, resampling=Resampling.nearest)
-        left, top, xres, yres = mosaic.transform.c, mosaic.transform.f, mosaic.transform.a, mosaic.transform.e
-        patches = {r: mosaic.read(1, window=from_bounds(*grids[r].bounds, transform=mosaic.transform))
-                   for r in shown}
-    labels = np.zeros(shape, dtype=np.uint8)
-    for relpath, grid in grids.items():
-        row0 = int(round((grid.bounds[3] - top) / yres)) // step
-        col0 = int(round((grid.bounds[0] - left) / xres)) // step
-        part = truth[relpath][::step, ::step]
-        h, w = min(part.shape[0], shape[0] - row0), min(part.shape[1], shape[1] - col0)
-        labels[row0:row0 + h, col0:col0 + w] = part[:h, :w]
-    plt = _pyplot()
-    cmap = ListedColormap(np.vstack([[1.0, 1.0, 1.0], colours[1:]]))  # no data white, classes in their colours
-    style = {"cmap": cmap, "vmin": 0, "vmax": len(names) - 1, "interpolation": "nearest"}
-    km = 1000.0
-    extent = (left / km, (left + xres * step * shape[1]) / km, (top + yres * step * shape[0]) / km, top / km)
-    fig, axes = plt.subplots(1 + len(shown), 2, figsize=(11, 5.2 + 4.6 * len(shown)), squeeze=False,
-                             constrained_layout=True)
-    for ax, image, name in ((axes[0, 0], predicted, "prediction (mosaic VRT)"), (axes[0, 1], labels, "labels")):
-        ax.imshow(image, extent=extent, **style)
-        for grid in grids.values():  # patch footprints, so that small patches on a large tile stay visible
-            x0, y0, x1, y1 = (b / km for b in grid.bounds)
-            ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor="black", linewidth=0.8))
-        ax.set_title(f"{title}: {name}")
-        ax.set_xlabel("easting (km)")
-        ax.set_ylabel("northing (km)")
-    for row, relpath in enumerate(shown, start=1):
-        x0, y0, x1, y1 = (b / km for b in grids[relpath].bounds)
-        for col, (image, name) in enumerate(((patches[relpath], "prediction"), (truth[relpath], "labels"))):
-            axes[row, col].imshow(image, extent=(x0, x1, y0, y1), **style)
-            axes[row, col].set_title(f"{Path(relpath).stem}: {name}", fontsize=10)
-    present = sorted((set(np.unique(predicted).tolist()) | set(np.unique(labels).tolist())) - {0})
-    handles = [Patch(color=colours[k], label=names[k]) for k in present]
-    fig.legend(handles=handles, loc="outside lower center", ncol=min(6, max(1, len(handles))), frameon=False)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_file(path, "wb") as handle:
-        fig.savefig(handle, format="png", dpi=90, metadata={"Software": None})
-    plt.close(fig)

@@ -34,7 +34,7 @@ from tqdm import tqdm
 from .checkpoint import load_checkpoint, model_file, save_atomic
 from .dataset import BlockSampler, SubPatchDataset, read_split_list
 from .files import sha256_of
-from .evaluation import confusion, headline, sequential_loader
+from .scoring import confusion, headline, sequential_loader
 from .guards import split_problems, suspicious_best
 from .labels import load_label_set
 from .loss import class_weights, parcel_nll

@@ -1,4 +1,7 @@
-"""Model evaluation on parcel pixels: the validation of every epoch and the evaluate stage share it.
+"""Scoring on parcel pixels: the validation of every epoch and the evaluate stage share it.
+
+Not a stage (the evaluate stage is :mod:`cropseg.evaluate`): the prediction loop and the
+confusion-matrix accumulators both of them run, so that validation and test scores agree.
 
 :func:`predict` runs a model over a loader; :func:`confusion` (validation) and
 :class:`SplitConfusion` (the evaluate stage: also per patch) accumulate its predictions.
