@@ -208,12 +208,16 @@ class _ClassesFile(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _top_level(cls, data: Any) -> dict:
-        extra = set(data) - {cls.key}
-        if extra:
-            raise located(f"unknown top-level keys {sorted(extra)}; expected only '{cls.key}'")
+        cls._only_key(data)
         if not isinstance(data[cls.key], list) or not data[cls.key]:
             raise located(f"'{cls.key}' must be a non-empty list of {{name, {cls.codes_key}}}")
         return {"classes": data[cls.key]}
+
+    @classmethod
+    def _only_key(cls, data: Any) -> None:
+        extra = set(data) - {cls.key}
+        if extra:
+            raise located(f"unknown top-level keys {sorted(extra)}; expected only '{cls.key}'")
 
     @model_validator(mode="after")
     def _one_class_per_code(self) -> "_ClassesFile":
@@ -243,9 +247,7 @@ class _EncoderFile(_ClassesFile):
     @model_validator(mode="before")
     @classmethod
     def _top_level(cls, data: Any) -> dict:
-        extra = set(data) - {cls.key}
-        if extra:
-            raise located(f"unknown top-level keys {sorted(extra)}; expected only '{cls.key}'")
+        cls._only_key(data)
         entries = data[cls.key]
         if not isinstance(entries, list) or len(entries) < 2:
             raise located("'labels' must list the background, then at least one class, as {name, id}")
