@@ -21,6 +21,8 @@ import numpy as np
 from rasterio.crs import CRS
 from rasterio.transform import Affine
 
+from .s4a import raster_attribute
+
 GROUP = "labels"
 
 
@@ -43,13 +45,6 @@ class PatchGrid:
         left, top = self.transform @ (0, 0)
         right, bottom = self.transform @ (self.width, self.height)
         return (min(left, right), min(top, bottom), max(left, right), max(top, bottom))
-
-
-def _attribute(variable, group, name: str):
-    for owner in (variable, group):
-        if name in owner.ncattrs():
-            return owner.getncattr(name)
-    return None
 
 
 def _parse_crs(value, path: Path) -> CRS:
@@ -94,10 +89,10 @@ def read_patch_grid(path: str | Path) -> PatchGrid:
         if group is None or GROUP not in group.variables:
             raise GeorefError(f"{path}: group {GROUP!r} with variable {GROUP!r} expected")
         variable = group[GROUP]
-        crs = _attribute(variable, group, "crs")
+        crs, where = raster_attribute(group, GROUP, "crs")
         if crs is None:
-            raise GeorefError(f"{path}: {GROUP}: attribute 'crs' missing (on the variable and on the group)")
-        raw = _attribute(variable, group, "transform")
+            raise GeorefError(f"{path}: {GROUP}: {where}")
+        raw, _ = raster_attribute(group, GROUP, "transform")
         transform = _parse_transform(raw, path) if raw is not None else _from_coordinates(group, path)
         height, width = variable.shape
         grid = PatchGrid(_parse_crs(crs, path), transform, int(height), int(width))
