@@ -30,6 +30,10 @@ def main() -> int:
     parser.add_argument("--patches", default=str(DEFAULTS.patches), help="per-patch table (default: %(default)s)")
     parser.add_argument("--clean", default=str(DEFAULTS.clean),
                         help="synthetic clean label maps, used when present (default: %(default)s)")
+    parser.add_argument("--snapshots", default=str(DEFAULTS.snapshots),
+                        help="train stage snapshots scored into curve.csv, when any (default: %(default)s)")
+    parser.add_argument("--holdout-model", default=str(DEFAULTS.holdout_model),
+                        help="irreducible-loss model, scored on the same labels when present (default: %(default)s)")
     parser.add_argument("--out", default=str(DEFAULTS.out), help="output folder (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, help="sub-patches per forward pass (default: params "
                                                        "train.physical_batch_size; results depend on it only "
@@ -40,7 +44,8 @@ def main() -> int:
     def body():
         params = load_params(args.params)
         paths = EvaluatePaths(model=Path(args.model), medians=Path(args.medians), split=Path(args.split),
-                              patches=Path(args.patches), clean=Path(args.clean), out=Path(args.out))
+                              patches=Path(args.patches), clean=Path(args.clean), out=Path(args.out),
+                              snapshots=Path(args.snapshots), holdout_model=Path(args.holdout_model))
         result = evaluate(paths,
                           label_set_name=params.labels, device=params.train.device,
                           precision=params.train.precision,

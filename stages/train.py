@@ -14,7 +14,7 @@ from cropseg.train import RunPaths, train
 
 DEFAULTS = {
     "holdout": dict(split="data/split/holdout", model="models/holdout.pt", metrics="metrics/holdout"),
-    "train": dict(split="data/split", model="models/model.pt", metrics="metrics/train"),
+    "train": dict(split="data/split", model="models/model.pt", metrics="metrics/train", snapshots="models/snapshots"),
 }
 
 
@@ -28,6 +28,8 @@ def main() -> int:
     parser.add_argument("--metrics", help="DVCLive folder (default per stage)")
     parser.add_argument("--checkpoints", default=".cache/checkpoints", help="resume checkpoints, outside DVC outputs")
     parser.add_argument("--irreducible", default="data/irreducible_loss", help="stored holdout losses (train only)")
+    parser.add_argument("--snapshots", help="model snapshots at protocol.test_points (train only; default "
+                                            "models/snapshots)")
     parser.add_argument("--truth", default="data/netcdf/truth/truth.csv", help="synthetic truth table, if any")
     args = parser.parse_args()
     defaults = DEFAULTS[args.stage]
@@ -39,7 +41,8 @@ def main() -> int:
                          metrics_dir=Path(args.metrics or defaults["metrics"]),
                          checkpoint_dir=Path(args.checkpoints) / args.stage, medians=Path(args.medians),
                          irreducible=Path(args.irreducible) if args.stage == "train" else None,
-                         truth=Path(args.truth))
+                         truth=Path(args.truth),
+                         snapshots=Path(args.snapshots or defaults["snapshots"]) if args.stage == "train" else None)
         return train(params, args.stage, paths).line(args.stage)
 
     # ValueError: a split or config the run refuses (cropseg.guards, cropseg.train), named in the message

@@ -417,3 +417,59 @@ def test_summary_line_flags_a_perfect_first_validation():
 
 def _blocks(n: int, block: int) -> list[range]:
     return [range(start, min(n, start + block)) for start in range(0, n, block)] * 2
+
+
+# ---------------------------------------------------------------------------------------------
+# the comparison protocol (params.protocol)
+
+PROTOCOL = {"label_noise": 0.5, "noise_seed": 1, "samples_seen": 40, "lr_schedule": "cosine", "test_points": 4,
+            "keep": "last"}
+
+
+def _protocol_paths(workspace: Path, out: Path) -> RunPaths:
+    return RunPaths(**{**_paths(workspace, out).__dict__, "snapshots": out / "snapshots", "truth": None})
+
+
+def test_protocol_stops_at_the_budget_with_snapshots_at_equal_samples_seen(workspace, tmp_path):
+    runs = {}
+    for method, block in (("uniform", 1), ("loss", 2)):
+        out = tmp_path / method
+        params = _params(protocol=PROTOCOL, selection={"method": method, "block_size": block}, run={"epochs": 1})
+        runs[method] = train(params, "train", _protocol_paths(workspace, out), progress=False)
+        index = json.loads((out / "snapshots" / "index.json").read_text())
+        # points 10, 20, 30, 40 of the budget, each taken at the first step (4 samples) that reaches it
+        assert all(p <= e["samples_seen"] < p + 4 for p, e in zip((10, 20, 30, 40), index)) and len(index) == 4
+        assert [e["point"] for e in index] == [1, 2, 3, 4]
+        # the budget, not train.epochs (1), ends training; the cosine rate falls from train.lr to 0
+        assert 40 <= runs[method].counters.samples_seen < 44
+        steps = pd.read_csv(out / "metrics" / "steps.csv")
+        assert steps.lr.iloc[0] == pytest.approx(0.01) and steps.lr.is_monotonic_decreasing
+        assert steps.lr.iloc[-1] == pytest.approx(0.0, abs=1e-12)
+        # keep: last -> models/model.pt holds the final weights, those of the last snapshot
+        last = torch.load(out / "snapshots" / index[-1]["file"], weights_only=True)
+        assert last["counters"]["samples_seen"] == runs[method].counters.samples_seen
+        for name, tensor in _weights(out / "model.pt").items():
+            assert torch.equal(tensor, last["state_dict"][name]), name
+        metrics = json.loads((out / "metrics" / "metrics.json").read_text())
+        assert "final" in metrics and "best" not in metrics
+    assert runs["loss"].counters.samples_considered >= 2 * runs["uniform"].counters.samples_considered - 8
+
+
+def test_protocol_noise_is_seen_by_train_only_and_counted_in_model_classes(workspace, tmp_path):
+    out = tmp_path / "noisy"
+    params = _params(protocol={**PROTOCOL, "test_points": 0, "lr_schedule": "constant"},
+                     selection={"method": "loss", "block_size": 2}, run={"epochs": 1})
+    train(params, "train", _protocol_paths(workspace, out), progress=False)
+    selection = json.loads((out / "metrics" / "metrics.json").read_text())["selection"]
+    labels = load_label_set("s4a11", LABELS)
+    from cropseg.label_noise import LabelNoise
+
+    noisy = SubPatchDataset(workspace / "medians", read_split_list(workspace / "split" / "train.txt"), labels,
+                            months=[3, 10], normalize=1e4, skip_empty=True, noise=LabelNoise(0.5, 1, labels.n_classes))
+    flagged = noisy.noise_shift[noisy.indices] > 0
+    share = noisy.parcel_pixels[noisy.indices][flagged].sum() / noisy.parcel_pixels[noisy.indices].sum()
+    # every block is considered once in the budget of 40 of ~64 samples: close to the data's share
+    assert 0 < selection["noisy_share_block"] < 1
+    assert selection["noisy_share_block"] == pytest.approx(share, abs=0.2)
+    # loss selection prefers the noisy (high-loss) samples
+    assert selection["noisy_share_selected"] > selection["noisy_share_block"]

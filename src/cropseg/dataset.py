@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from .label_noise import LabelNoise, relabel, sample_keys
 from .labels import LabelSet
 from .store import DEFAULT_MAX_OPEN, PatchRecords, Store, StoreError
 
@@ -77,10 +78,13 @@ class SubPatchDataset(Dataset):
     """The sub-patches of one split. ``dataset[list_of_indices]`` returns a whole :class:`Batch`.
 
     ``max_open`` bounds the shard files each process holds open (an LRU; see :mod:`cropseg.store`).
+    ``noise`` relabels a fixed share of the samples with wrong classes (:mod:`cropseg.label_noise`):
+    the comparison protocol's per-sample noise, given only to datasets of the train split.
     """
 
     def __init__(self, medians_root: str | Path, split_list: list[str], label_set: LabelSet, *,
-                 months: list[int], normalize: float, skip_empty: bool, max_open: int = DEFAULT_MAX_OPEN):
+                 months: list[int], normalize: float, skip_empty: bool, max_open: int = DEFAULT_MAX_OPEN,
+                 noise: LabelNoise | None = None):
         self.root = Path(medians_root)
         try:
             self.store = Store(self.root, max_open=max_open)
@@ -107,6 +111,9 @@ class SubPatchDataset(Dataset):
         self.parcel_pixels = self.store.pixels_per_sample(self._classes, self._samples)
         every = np.arange(len(rows) * self.per_patch)
         self.indices = every[self.parcel_pixels > 0] if skip_empty else every
+        # class shift per global index (0: clean); parcel pixels stay parcel pixels, so the above holds
+        self.noise_shift = (noise.shifts(sample_keys(self.records.paths, self.per_patch))
+                            if noise is not None and noise.fraction > 0 else None)
 
     @property
     def bands(self) -> int:
@@ -131,8 +138,11 @@ class SubPatchDataset(Dataset):
 
     def class_pixel_counts(self) -> np.ndarray:
         """Pixels per model class over the samples of this dataset (class 0 = background), from the
-        store's index: no label map is read."""
-        return self.store.class_pixels(self._classes, len(self.label_set.class_names), self._samples[self.indices])
+        store's index: no label map is read. With noise, noisy samples count under their wrong classes
+        (the labels the model is given)."""
+        samples = self._samples[self.indices]
+        shift = None if self.noise_shift is None else self.noise_shift[self.indices]
+        return self.store.class_pixels(self._classes, len(self.label_set.class_names), samples, shift)
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -150,6 +160,8 @@ class SubPatchDataset(Dataset):
             self.store.read_samples(int(rows[p]), within[at].tolist(), self.periods, [x[i] for i in at],
                                     [raw[i] for i in at])
         y = self.label_set.map(raw).astype(np.int64)
+        if self.noise_shift is not None:
+            y = relabel(y, self.noise_shift[index][:, None, None], self.label_set.n_classes)
         x *= np.float32(1.0 / self.normalize)
         return Batch(torch.from_numpy(index), torch.from_numpy(x), torch.from_numpy(y))
 

@@ -32,10 +32,12 @@ from .checkpoint import load_model
 from .dataset import SubPatchDataset, read_split_list
 from .figures import plot_confusion, plot_per_class_f1, plot_previews
 from .labels import LabelSet
+from .learning_curve import CURVE_COLUMNS, curve_metrics, score_model, score_snapshots
 from .metrics import scores_from_confusion
 from .precision import pick_device, use_bf16
 from .report import fmt, report
 from .scoring import SplitConfusion, predict, sequential_loader
+from .snapshots import read_index
 from .subpatches import PatchCanvas, cut
 
 OUTPUTS = {
@@ -48,6 +50,8 @@ OUTPUTS = {
     "per_class_f1.png": "F1 per class bar chart",
     "previews.png": "RGB of one month, truth, prediction and errors of a few test patches",
     "report.md": "all of it on one page",
+    "curve.csv": "test scores of the train stage's snapshots vs samples seen (clean labels where they exist; "
+                 "header only without snapshots)",
 }
 PATCH_ATTRIBUTES = ("year", "tile", "patch_x", "patch_y", "country", "n_dates", "elevation_mean", "elevation_std",
                     "lon_min", "lat_min", "lon_max", "lat_max", "parcel_pixels", "largest_class")
@@ -67,6 +71,8 @@ class EvaluatePaths:
     patches: Path = Path("data/split/patches.csv")
     clean: Path = Path("data/netcdf/truth/clean_labels")
     out: Path = Path("metrics/evaluate")
+    snapshots: Path | None = Path("models/snapshots")
+    holdout_model: Path | None = Path("models/holdout.pt")  # the irreducible-loss model, scored when present
 
 
 @dataclass
@@ -82,6 +88,10 @@ class EvaluateResult:
                 f"macro F1 {fmt(test['macro_f1'])}")
         if clean:
             text += f" (clean truth: weighted F1 {fmt(clean['weighted_f1'])})"
+        if "curve" in self.metrics:
+            curve = self.metrics["curve"]
+            text += (f"; learning curve of {curve['points']} snapshots: AUC {fmt(curve['auc_weighted_f1'])}, "
+                     f"final {fmt(curve['final_weighted_f1'])} ({curve['against']})")
         return text + f", {self.seconds:.1f} s"
 
 
@@ -187,7 +197,19 @@ def evaluate(paths: EvaluatePaths, *, label_set_name: str | None = None, device:
         clean.sync()
 
     metrics = build_metrics(noisy, clean, content, n_patches=n_patches, n_samples=len(dataset))
+    curve = pd.DataFrame(columns=CURVE_COLUMNS)
+    if paths.snapshots is not None and read_index(paths.snapshots):
+        curve = score_snapshots(paths.snapshots, dataset, clean_truth.labels if clean_truth else None,
+                                device=torch_device, bf16=bf16, batch_size=batch_size, workers=workers,
+                                progress=progress)
+        metrics["curve"] = curve_metrics(curve, "clean" if clean_truth else "labels")
+    if paths.holdout_model is not None and paths.holdout_model.is_file():
+        loader = sequential_loader(dataset, batch_size, workers=workers, pin_memory=torch_device.type == "cuda")
+        metrics["holdout_model"] = score_model(paths.holdout_model, loader, n_classes,
+                                               clean_truth.labels if clean_truth else None, device=torch_device,
+                                               bf16=bf16) | {"against": "clean" if clean_truth else "labels"}
     with atomic_dir(paths.out) as out:
+        curve.to_csv(out / "curve.csv", index=False, float_format="%.6g")
         write_outputs(out, metrics=metrics, noisy=noisy, clean=clean, label_set=label_set, dataset=dataset,
                       patches_csv=paths.patches, previews=[(p, truth_canvas.full(p), canvas.full(p)) for p in shown],
                       model_path=paths.model, split_name=paths.split.stem)

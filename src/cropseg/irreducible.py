@@ -24,6 +24,7 @@ from .checkpoint import load_model
 from .dataset import SubPatchDataset, read_split_list
 from .scoring import sequential_loader
 from .files import sha256_of
+from .label_noise import LabelNoise
 from .labels import LabelSet
 from .loss import class_weights, parcel_nll
 from .params import Params
@@ -70,9 +71,11 @@ def run_irreducible(params: Params, *, holdout_model: Path, medians: Path, split
     model, content = load_model(holdout_model, device)
     label_set = LabelSet.from_dict(content["labels"])
     loader = params.loader
-    # every training sub-patch, empty ones included, so the array covers every global index
+    # every training sub-patch, empty ones included, so the array covers every global index; with the
+    # protocol's label noise, as the target model will see them (the irreducible loss of a wrong label)
+    noise = LabelNoise(params.protocol.label_noise, params.protocol.noise_seed, label_set.n_classes)
     dataset = SubPatchDataset(medians, read_split_list(split_dir / "train.txt"), label_set, months=loader.months,
-                              normalize=loader.normalize, skip_empty=False)
+                              normalize=loader.normalize, skip_empty=False, noise=noise)
     # the loss the target model trains with: class weights from the training split's pixel counts, as in
     # train (empty sub-patches add background pixels only, which the weights ignore, so skip_empty is moot)
     counts = dataset.class_pixel_counts()

@@ -242,7 +242,7 @@ class Run(Section):
     val_every: int = Field(1, ge=1, description="validate every N epochs (and after the last)")
     plateau_patience: int = Field(3, ge=0, description="U-Net: ReduceLROnPlateau patience (epochs validated)")
     plateau_factor: float = Field(0.5, gt=0, lt=1)
-    step_size: int = Field(10, ge=1, description="ConvSTAR: StepLR period in epochs")
+    step_size: int = Field(10, ge=1, description="ConvSTAR: StepLR period in epochs seen (training-set sizes of samples seen)")
     step_gamma: float = Field(0.5, gt=0, le=1)
     deterministic: bool = Field(True, description="deterministic kernels and seeded everything (same metrics on CPU)")
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -282,6 +282,38 @@ class Selection(Section):
         return value
 
 
+class Protocol(Section):
+    """How one run is measured so that one DVC experiment is one point of a method comparison.
+
+    Noise is per sample (a whole sub-patch relabelled, as in the RHO-Loss paper's noisy-label
+    benchmarks), in model-class space, on the train split only (val too with ``noisy_val``);
+    test is scored on clean labels. ``samples_seen``, ``lr_schedule``, ``test_points`` and
+    ``keep`` apply to the target model (the ``train`` stage), never to the irreducible-loss model.
+    """
+
+    label_noise: float = Field(0.0, ge=0.0, le=1.0, description="fraction of training sub-patches whose every "
+                                                                "parcel pixel gets a wrong model class")
+    noise_seed: int = Field(0, ge=0, description="which sub-patches are noisy and how: the same for every "
+                                                 "method and train.seed (a fixed noisy dataset)")
+    noisy_val: bool = Field(False, description="also noise the val split (the irreducible-loss model's training data)")
+    samples_seen: int | None = Field(None, ge=1, description="null: train.epochs passes over the samples considered; "
+                                                             "N: train until N samples seen, whatever the block size")
+    lr_schedule: Literal["auto", "cosine", "constant"] = Field(
+        "auto", description="auto: the thesis' (unet: ReduceLROnPlateau on val weighted F1, convstar: StepLR per "
+                            "epoch seen); cosine: train.lr to 0 over samples_seen, per sample seen; constant")
+    test_points: int = Field(0, ge=0, le=1000, description="model snapshots at this many equally spaced "
+                                                           "samples-seen points, scored by evaluate on clean test labels")
+    keep: Literal["best_val", "last"] = Field("best_val", description="models/model.pt: the best val weighted F1 "
+                                                                      "(thesis) | the final model (no choice on val)")
+
+    @model_validator(mode="after")
+    def _needs_budget(self) -> "Protocol":
+        for name, needs in (("lr_schedule", self.lr_schedule == "cosine"), ("test_points", self.test_points > 0)):
+            if needs and self.samples_seen is None:
+                raise ValueError(f"{name}: {getattr(self, name)!r} needs samples_seen (the budget it is spread over)")
+        return self
+
+
 class Tracking(Section):
     """Experiment tracking beside DVCLive."""
 
@@ -302,6 +334,7 @@ class Params(Section):
     holdout: Run = Field(default_factory=Run)
     train: Run = Field(default_factory=Run)
     selection: Selection = Field(default_factory=Selection)
+    protocol: Protocol = Field(default_factory=Protocol)
     tracking: Tracking = Field(default_factory=Tracking)
     medians: Medians = Field(default_factory=Medians)
 

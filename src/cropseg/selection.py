@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -130,6 +131,23 @@ class Selector:
                                      f"({irreducible_path}/{IRREDUCIBLE_FILE}); run the irreducible_loss stage")
             self.irreducible = torch.from_numpy(np.load(irreducible_path / IRREDUCIBLE_FILE)).float()
         self._sums = _EpochSums()
+        self._run_noise = [0, 0, 0, 0]  # selected noisy, selected parcel, block noisy, block parcel: whole run
+
+    def state_dict(self) -> dict[str, Any]:
+        """The counters a resumed run continues from (checkpointed with the model)."""
+        return {"run_noise": list(self._run_noise), "pending": dict(self._sums.__dict__)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._run_noise = list(state["run_noise"])
+        self._sums = _EpochSums(**state["pending"])
+
+    def run_telemetry(self) -> dict[str, float]:
+        """Noisy share of the parcel pixels selected / considered over the whole run (model-class space)."""
+        if self.truth is None or not self._run_noise[3]:
+            return {}
+        noisy_selected, parcel_selected, noisy_block, parcel_block = self._run_noise
+        return {"selection/noisy_share_selected": noisy_selected / max(parcel_selected, 1),
+                "selection/noisy_share_block": noisy_block / max(parcel_block, 1)}
 
     @property
     def uses_irreducible(self) -> bool:
@@ -235,6 +253,8 @@ class Selector:
     def epoch_telemetry(self) -> dict[str, float]:
         """Aggregates since the last call (logged with the validation metrics), then reset."""
         sums, self._sums = self._sums, _EpochSums()
+        for i, value in enumerate((sums.selected_noisy, sums.selected_parcel, sums.block_noisy, sums.block_parcel)):
+            self._run_noise[i] += value
         out: dict[str, float] = {}
         if self.truth is not None and sums.block_parcel:
             out["selection/noisy_share_selected"] = sums.selected_noisy / max(sums.selected_parcel, 1)

@@ -49,6 +49,8 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
+from .label_noise import relabel
+
 FORMAT = "cropseg-medians/2"
 STORE_FILE = "store.json"
 PATCHES_FILE = "patches.npy"
@@ -443,15 +445,20 @@ class Store:
                                                             minlength=int(sample[-1]) - low + 1).astype(np.int64)
         return out[samples]
 
-    def class_pixels(self, classes: np.ndarray, n_classes: int, samples: np.ndarray) -> np.ndarray:
-        """Pixels per model class over ``samples`` (store sample numbers), from the index alone."""
-        chosen = np.zeros(int(self.meta["n_samples"]), dtype=bool)
-        chosen[samples] = True
+    def class_pixels(self, classes: np.ndarray, n_classes: int, samples: np.ndarray,
+                     shift: np.ndarray | None = None) -> np.ndarray:
+        """Pixels per model class over ``samples`` (store sample numbers), from the index alone;
+        ``shift`` (one per sample) moves a sample's crop classes as :func:`cropseg.label_noise.relabel` does."""
+        of = np.full(int(self.meta["n_samples"]), -1, dtype=np.int64)  # -1: not chosen
+        of[samples] = 0 if shift is None else shift
         total = np.zeros(n_classes, dtype=np.int64)
         for part in self.iter_counts():
-            keep = chosen[part["sample"]]
-            total += np.bincount(classes[part["code"][keep]], weights=part["pixels"][keep],
-                                 minlength=n_classes)[:n_classes].astype(np.int64)
+            by = of[part["sample"]]
+            keep = by >= 0
+            chosen = classes[part["code"][keep]]
+            if shift is not None:
+                chosen = relabel(chosen, by[keep], n_classes)
+            total += np.bincount(chosen, weights=part["pixels"][keep], minlength=n_classes)[:n_classes].astype(np.int64)
         return total
 
 

@@ -24,6 +24,9 @@ COUNTERS = ("step", "epoch", "samples_seen", "samples_considered", "pixels_seen"
 # the metrics that go to metrics.json (``dvc exp show``): telemetry (lr, class shares, selection
 # scores) stays in steps.csv / val.csv and W&B, so that the experiments table fits a screen
 COMPARED = ("accuracy", "weighted_f1", "macro_f1", "crop5_accuracy", "crop5_weighted_f1", "crop5_macro_f1")
+#: run-level numbers metrics.json keeps beside them: the kept model's epoch, the training samples
+#: (of the holdout stage: the holdout size), the noisy shares of the whole run
+SUMMARY_EXTRA = ("epoch", "train_samples", "noisy_share_selected", "noisy_share_block")
 
 
 LOG_FILES = ("steps.csv", "val.csv", "metrics.json")
@@ -132,7 +135,7 @@ class Tracker:
         if not self.enabled:
             return
         for name, value in values.items():
-            if name.rsplit("/", 1)[-1] in COMPARED + ("epoch",):
+            if name.rsplit("/", 1)[-1] in COMPARED + SUMMARY_EXTRA:
                 self.live.log_metric(f"{self.prefix}{name}", value, plot=False)
         if self.wandb is not None:
             self.wandb.summary.update(values)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import math
 import os
 import random
 import shutil
@@ -36,16 +37,19 @@ from .dataset import BlockSampler, SubPatchDataset, read_split_list
 from .files import sha256_of
 from .scoring import confusion, headline, sequential_loader
 from .guards import split_problems, suspicious_best
+from .label_noise import LabelNoise
 from .labels import load_label_set
 from .loss import class_weights, parcel_nll
 from .models import build_model
-from .params import Params, Run
+from .params import Params, Protocol, Run
 from .precise_bn import calibration_positions, recalibrate
 from .precision import autocast, pick_device, use_bf16
 from .selection import Selector
+from .snapshots import Snapshots
 from .store import store_digest
 from .tracking import Tracker, config_digest
 
+NOISE_KEYS = {"label_noise", "noise_seed", "noisy_val"}
 VAL_COLUMNS = ["accuracy", "weighted_f1", "macro_f1", "crop5_accuracy", "crop5_weighted_f1", "crop5_macro_f1",
                "loss", "lr", "selection/noisy_share_selected", "selection/noisy_share_block",
                "selection/score_selected", "selection/score_rejected"]
@@ -63,6 +67,7 @@ class RunPaths:
     labels_dir: Path = Path("configs/labels")
     irreducible: Path | None = None
     truth: Path | None = None
+    snapshots: Path | None = None  # train stage: models/snapshots (protocol.test_points)
 
 
 @dataclass
@@ -137,11 +142,26 @@ def _copy_tree(source: Path, target: Path) -> None:
     os.replace(tmp, target)
 
 
-def _scheduler(optimizer: torch.optim.Optimizer, arch: str, run: Run):
-    if arch == "unet":
+def _plateau(optimizer: torch.optim.Optimizer, arch: str, run: Run, schedule: str):
+    """The U-Net's ReduceLROnPlateau on val weighted F1 (``lr_schedule: auto``), stepped at each validation."""
+    if arch == "unet" and schedule == "auto":
         return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", patience=run.plateau_patience,
                                                           factor=run.plateau_factor)
-    return torch.optim.lr_scheduler.StepLR(optimizer, step_size=run.step_size, gamma=run.step_gamma)
+    return None
+
+
+def scheduled_lr(run: Run, arch: str, schedule: str, seen: int, budget: int | None, train_samples: int) -> float | None:
+    """The learning rate after ``seen`` samples, for the schedules defined per sample seen (None: the
+    plateau scheduler or a constant rate decides).
+
+    ConvSTAR's StepLR (``auto``) decays every ``step_size`` epochs *seen* (``step_size x`` the training
+    samples), not per pass over the samples considered: a block-``b`` method would otherwise decay ``b``
+    times sooner in samples seen than uniform."""
+    if schedule == "cosine":
+        return run.lr * cosine_factor(seen, budget)
+    if schedule == "auto" and arch != "unet":
+        return run.lr * run.step_gamma ** (seen // (run.step_size * max(train_samples, 1)))
+    return None
 
 
 def _all_reduce_sum(value: torch.Tensor, world_size: int) -> torch.Tensor:
@@ -165,9 +185,15 @@ def train(params: Params, stage: str, paths: RunPaths, *, progress: bool = True)
     label_set = load_label_set(params.labels, paths.labels_dir)
     loader_cfg = params.loader
     common = dict(label_set=label_set, months=loader_cfg.months, normalize=loader_cfg.normalize)
+    # protocol noise goes to the train split only (and val with noisy_val): the holdout stage trains on
+    # val and validates on the train split, so its lists swap roles
+    noise = LabelNoise(params.protocol.label_noise, params.protocol.noise_seed, label_set.n_classes)
+    noisy_val = params.protocol.noisy_val
     train_set = SubPatchDataset(paths.medians, read_split_list(paths.split_dir / "train.txt"),
-                                skip_empty=loader_cfg.skip_empty, **common)
-    val_set = SubPatchDataset(paths.medians, read_split_list(paths.split_dir / "val.txt"), skip_empty=True, **common)
+                                skip_empty=loader_cfg.skip_empty,
+                                noise=noise if stage == "train" or noisy_val else None, **common)
+    val_set = SubPatchDataset(paths.medians, read_split_list(paths.split_dir / "val.txt"), skip_empty=True,
+                              noise=noise if stage == "holdout" or noisy_val else None, **common)
     if len(train_set) == 0 or len(val_set) == 0:
         raise ValueError(f"{stage}: empty split (train {len(train_set)}, val {len(val_set)} samples with parcels)")
     counts = train_set.class_pixel_counts()
@@ -183,7 +209,9 @@ def train(params: Params, stage: str, paths: RunPaths, *, progress: bool = True)
         model = model.to(memory_format=torch.channels_last)
     weights = class_weights(counts, params.loss.class_weights_weight, weighted=params.loss.weighted).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=run.lr, weight_decay=run.weight_decay)
-    scheduler = _scheduler(optimizer, params.model.arch, run)
+    # the comparison protocol (budget of samples seen, schedule, snapshots, kept model) is the target model's
+    protocol = params.protocol if stage == "train" else Protocol()
+    scheduler = _plateau(optimizer, params.model.arch, run, protocol.lr_schedule)
     net = model
     if world_size > 1:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[local_rank] if device.type == "cuda" else None)
@@ -206,6 +234,8 @@ def train(params: Params, stage: str, paths: RunPaths, *, progress: bool = True)
                   "loss": params.loss.model_dump(), stage: run.model_dump()}
     if selection is not None:
         run_params["selection"] = selection.model_dump()
+    if params.protocol != Protocol():  # the holdout stage reads the noise keys only
+        run_params["protocol"] = params.protocol.model_dump(include=None if stage == "train" else NOISE_KEYS)
     config = {
         "stage": stage, "params": run_params,
         "inputs": {"medians_meta": store_digest(paths.medians),
@@ -224,7 +254,9 @@ def train(params: Params, stage: str, paths: RunPaths, *, progress: bool = True)
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
+        if scheduler is not None:
+            scheduler.load_state_dict(state["scheduler"])
+        selector.load_state_dict(state["selector"])
         counters = Counters(**state["counters"])
         best, best_epoch, history = state["best"], state["best_epoch"], state["history"]
         resumed_from = counters.epoch
@@ -232,17 +264,46 @@ def train(params: Params, stage: str, paths: RunPaths, *, progress: bool = True)
             print(f"{stage}: resuming after epoch {counters.epoch} from {last_path}")
             # `dvc repro` deletes the stage's outputs (the metric logs) before it runs the stage again
             _copy_tree(paths.checkpoint_dir / "metrics", paths.metrics_dir)
+    snapshots = Snapshots(paths.checkpoint_dir / "snapshots", protocol.samples_seen, protocol.test_points,
+                          counters.samples_seen, fresh=state is None, writer=rank == 0)
     tracker = Tracker(paths.metrics_dir, stage=stage, wandb_mode=params.tracking.wandb, project=params.tracking.project,
                       config={**config, "digest": digest}, params=run_params,
                       inputs=_read_inputs(paths, params.labels, selector.uses_irreducible),
                       resume_step=counters.step if state is not None else None,
                       step_columns=["loss", "lr"] + selector.telemetry_columns, val_columns=VAL_COLUMNS, rank=rank)
 
-    # ---- epochs: blocks -> selection -> one optimiser step per batch
-    for epoch in range(counters.epoch, run.epochs):
+    def validate() -> dict[str, float]:
+        """Precise BN, then val metrics at the current counters; keeps the best model (keep: best_val)."""
+        nonlocal best, best_epoch, validated_at
+        validated_at = counters.samples_seen
+        # population statistics of the current weights, before they are validated or saved
+        recalibrate(model, train_set, bn_sample, batch_size=run.physical_batch_size, device=device, bf16=bf16)
+        full, crop5, val_loss = confusion(model, val_loader, label_set.n_classes, device, bf16, weights)
+        metrics = headline(full, crop5) | {"loss": val_loss, "lr": optimizer.param_groups[0]["lr"]}
+        metrics |= selector.epoch_telemetry()
+        history.append({"epoch": counters.epoch, **metrics})
+        tracker.log("val", counters.as_dict(), metrics)
+        if scheduler is not None:
+            scheduler.step(metrics["weighted_f1"])
+        if protocol.keep == "best_val" and (not best or metrics["weighted_f1"] > best["weighted_f1"]):
+            best, best_epoch = metrics, counters.epoch
+            if rank == 0:
+                save_atomic(packed(metrics), best_path)
+        return metrics
+
+    def packed(metrics: dict[str, float]) -> dict[str, Any]:
+        return model_file(model, arch=params.model.arch, model_config=model.config, label_set=label_set.to_dict(),
+                          loader=loader_cfg.model_dump(), metrics=metrics, epoch=counters.epoch)
+
+    # ---- epochs: blocks -> selection -> one optimiser step per batch, until the epochs or the
+    # samples-seen budget (protocol.samples_seen) are used up
+    validated_at = -1
+    while not _finished(counters, run.epochs, protocol.samples_seen):
+        epoch = counters.epoch
         sampler.set_epoch(epoch)
         net.train()
-        bar = tqdm(train_loader, desc=f"{stage} epoch {epoch + 1}/{run.epochs}", unit="block",
+        bar = tqdm(train_loader, desc=f"{stage} epoch {epoch + 1}" + (f"/{run.epochs}" if protocol.samples_seen is None
+                                                                     else ""), unit="block",
                    disable=not progress or rank != 0, leave=False)
         for block in bar:
             block = block.to(device, non_blocking=True)
@@ -262,48 +323,68 @@ def train(params: Params, stage: str, paths: RunPaths, *, progress: bool = True)
                 tracker.log("steps", {**counters.as_dict(), "epoch": epoch},
                             {"loss": loss, "lr": optimizer.param_groups[0]["lr"], **telemetry})
                 telemetry = {}
+                lr = scheduled_lr(run, params.model.arch, protocol.lr_schedule, counters.samples_seen,
+                                  protocol.samples_seen, len(train_set))
+                if lr is not None:
+                    for group in optimizer.param_groups:
+                        group["lr"] = lr
+                if snapshots.due(counters.samples_seen):  # equal samples seen for every method
+                    metrics = validate()
+                    if rank == 0:
+                        snapshots.save(packed(metrics), counters.as_dict())
+                if protocol.samples_seen is not None and counters.samples_seen >= protocol.samples_seen:
+                    break
             bar.set_postfix(loss=f"{loss:.3f}")
+            if _finished(counters, run.epochs, protocol.samples_seen, within_epoch=True):
+                break
         counters.epoch = epoch + 1
 
-        if counters.epoch % run.val_every == 0 or counters.epoch == run.epochs:
-            # precise BN: population statistics of the current weights, before they are validated or saved
-            recalibrate(model, train_set, bn_sample, batch_size=run.physical_batch_size, device=device, bf16=bf16)
-            full, crop5, val_loss = confusion(model, val_loader, label_set.n_classes, device, bf16, weights)
-            metrics = headline(full, crop5) | {"loss": val_loss, "lr": optimizer.param_groups[0]["lr"]}
-            metrics |= selector.epoch_telemetry()
-            history.append({"epoch": counters.epoch, **metrics})
-            tracker.log("val", counters.as_dict(), metrics)
-            if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-                scheduler.step(metrics["weighted_f1"])
-            if not best or metrics["weighted_f1"] > best["weighted_f1"]:
-                best, best_epoch = metrics, counters.epoch
-                if rank == 0:
-                    save_atomic(model_file(model, arch=params.model.arch, model_config=model.config,
-                                           label_set=label_set.to_dict(), loader=loader_cfg.model_dump(),
-                                           metrics=best, epoch=best_epoch), best_path)
-        if not isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            scheduler.step()
+        by_epoch = protocol.samples_seen is None and counters.epoch % run.val_every == 0
+        if (by_epoch or _finished(counters, run.epochs, protocol.samples_seen)) and validated_at != counters.samples_seen:
+            validate()
         tracker.flush()
         if rank == 0:
             # the logs so far beside the checkpoint, first: a resumed run restores them and drops
             # whatever was logged after the checkpoint it resumes from
             _copy_tree(paths.metrics_dir, paths.checkpoint_dir / "metrics")
             save_atomic({"digest": digest, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                         "scheduler": scheduler.state_dict(), "counters": counters.as_dict(), "best": best,
+                         "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                         "selector": selector.state_dict(), "counters": counters.as_dict(), "best": best,
                          "best_epoch": best_epoch, "history": history}, last_path)
 
-    # ---- the final outputs: the best model, and its metrics as the run's summary
+    # ---- the final outputs: the kept model (best val, or last), its metrics as the run's summary, snapshots
     if rank == 0:
         paths.model_out.parent.mkdir(parents=True, exist_ok=True)
+        if protocol.keep == "last":
+            best, best_epoch = history[-1], counters.epoch
+            save_atomic(packed(best), best_path)
         save_atomic(torch.load(best_path, weights_only=True), paths.model_out)
+        if paths.snapshots is not None:
+            _copy_tree(snapshots.folder, paths.snapshots)
         # wall time goes to W&B only: in metrics.json it would differ at every run (cropseg.tracking)
-        tracker.summary({f"best/{k}": v for k, v in best.items()} | {"best/epoch": best_epoch,
-                                                                     "wall_time_s": time.perf_counter() - started})
+        kept = "best" if protocol.keep == "best_val" else "final"
+        tracker.summary({f"{kept}/{k}": v for k, v in best.items() if "/" not in k}  # not the telemetry
+                        | {f"{kept}/epoch": best_epoch, "train_samples": len(train_set),
+                           "wall_time_s": time.perf_counter() - started}
+                        | selector.run_telemetry())
         tracker.log_outputs({"model": paths.model_out})
     tracker.close()
     if world_size > 1:
         dist.barrier()
     return TrainResult(best, best_epoch, counters, time.perf_counter() - started, resumed_from, history)
+
+
+def _finished(counters: Counters, epochs: int, budget: int | None, *, within_epoch: bool = False) -> bool:
+    """Training ends after ``epochs`` passes over the samples considered, or at ``budget`` samples seen."""
+    if budget is not None:
+        return counters.samples_seen >= budget
+    return not within_epoch and counters.epoch >= epochs
+
+
+def cosine_factor(seen: int, budget: int) -> float:
+    """Cosine decay from 1 to 0 over ``budget`` samples seen: the same learning rate at the same
+    samples seen for every method, whatever its block size or steps."""
+    return 0.5 * (1.0 + math.cos(math.pi * min(seen / budget, 1.0)))
 
 
 def _optimizer_step(net: torch.nn.Module, optimizer: torch.optim.Optimizer, batch, weights: torch.Tensor, run: Run,
@@ -356,9 +437,17 @@ def _guard_split(train_counts, val_counts, class_names, allowed: bool, rank: int
 
 
 def _truth_for(dataset: SubPatchDataset, truth_path: Path | None) -> dict[str, Any] | None:
-    """Noisy / labelled pixels per training sample from the synthetic truth table, when there is one."""
-    if truth_path is None or not truth_path.exists():
-        return None
+    """Noisy / labelled pixels per training sample (model-class space), for the selection telemetry.
+
+    From the protocol's label noise (every parcel pixel of a noisy sample is wrong) and from the
+    synthetic truth table (the generator's own noise), whichever exist; None without either."""
     from .selection import truth_per_sample
 
-    return truth_per_sample(dataset, truth_path)
+    truth = truth_per_sample(dataset, truth_path) if truth_path is not None and truth_path.exists() else None
+    if dataset.noise_shift is None:
+        return truth
+    parcel = dataset.parcel_pixels
+    # a protocol-noisy sample's pixels are all wrong, whatever the generator did to them (a shifted
+    # wrong label can land on the clean class: rare, and not counted)
+    generator_noisy = truth["noisy"] if truth is not None else np.zeros_like(parcel)
+    return {"parcel": parcel, "noisy": np.where(dataset.noise_shift > 0, parcel, generator_noisy)}
