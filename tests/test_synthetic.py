@@ -86,30 +86,42 @@ def test_acquisitions_are_irregular_with_empty_months():
     assert gaps.min() != gaps.max()
 
 
+def _window(wy, wx):
+    return np.s_[wy * 61:(wy + 1) * 61, wx * 61:(wx + 1) * 61]
+
+
+def _pairs(labels, clean):
+    """{(label code, clean code): pixels} of the labelled pixels."""
+    keys, counts = np.unique(np.stack([labels[labels > 0], clean[labels > 0]]), axis=1, return_counts=True)
+    return {(int(a), int(b)): int(n) for (a, b), n in zip(keys.T, counts)}
+
+
 def test_label_noise_and_truth_table_agree_with_the_labels(tmp_path):
     out = tmp_path / "netcdf"
     fetch_s4a(tiny_data(patches=3, patch_size=122, label_noise=0.3), out, workers=1)
     truth = pd.read_csv(out / "truth" / "truth.csv")
-    assert len(truth) == 3 * 4  # 2 x 2 windows of 61 per 122-px patch
-    total_noisy = 0
+    assert tuple(truth.columns) == ("path", "window_y", "window_x", "label_code", "clean_code", "pixels")
+    keys = list(zip(truth.path, truth.window_y, truth.window_x, truth.label_code, truth.clean_code))
+    assert keys == sorted(set(keys))  # one row per pair and window, sorted
+    assert (truth.label_code > 0).all() and (truth.pixels > 0).all()
+    assert truth.path.nunique() == 3 and len(truth.groupby(["path", "window_y", "window_x"])) == 3 * 4
     for path, rows in truth.groupby("path"):
         labels = xr.open_dataset(out / path, group="labels")["labels"].values
         clean = np.load(out / "truth" / "clean_labels" / f"{parse_patch_name(path).stem}.npy")
         assert clean.shape == labels.shape
         assert ((clean == 0) == (labels == 0)).all()  # noise relabels crops, never background
-        for row in rows.itertuples():
-            window = np.s_[row.window_y * 61:(row.window_y + 1) * 61, row.window_x * 61:(row.window_x + 1) * 61]
-            assert row.parcel_pixels == (labels[window] > 0).sum()
-            assert row.noisy_pixels == (labels[window] != clean[window]).sum()
-        total_noisy += rows.noisy_pixels.sum()
-    share = total_noisy / truth.parcel_pixels.sum()
+        for (wy, wx), window_rows in rows.groupby(["window_y", "window_x"]):
+            table = {(r.label_code, r.clean_code): r.pixels for r in window_rows.itertuples()}
+            assert table == _pairs(labels[_window(wy, wx)], clean[_window(wy, wx)])
+    noisy = truth.pixels[truth.label_code != truth.clean_code].sum()
+    share = noisy / truth.pixels.sum()
     assert 0.1 < share < 0.5  # about 30 % of crop parcels, weighted by their size
 
 
 def test_clean_generation_has_no_noisy_pixels(tiny_netcdf):
     truth = pd.read_csv(tiny_netcdf / "truth" / "truth.csv")
-    assert truth.noisy_pixels.sum() == 0
-    assert truth.parcel_pixels.sum() > 0
+    assert (truth.label_code == truth.clean_code).all()
+    assert truth.pixels.sum() > 0
 
 
 def test_classes_are_separable_by_their_seasonal_curves():
@@ -166,19 +178,17 @@ def test_window_label_noise_mislabels_whole_windows(tmp_path):
     out = tmp_path / "netcdf"
     fetch_s4a(tiny_data(patches=3, patch_size=244, label_noise=0.5, label_noise_unit="window"), out, workers=1)
     truth = pd.read_csv(out / "truth" / "truth.csv")
-    noisy = truth[truth.noisy_pixels > 0]
+    truth["noisy"] = truth.pixels.where(truth.label_code != truth.clean_code, 0)
+    windows = truth.groupby(["path", "window_y", "window_x"])[["pixels", "noisy"]].sum()
+    noisy = windows[windows.noisy > 0]
     # per-sample noise: a window is either wholly mislabelled or clean
-    assert (noisy.noisy_pixels == noisy.parcel_pixels).all()
-    assert 0.25 < len(noisy) / len(truth) < 0.75
+    assert (noisy.noisy == noisy.pixels).all()
+    assert 0.25 < len(noisy) / len(windows) < 0.75
     for path in truth.path.unique():
         labels = xr.open_dataset(out / path, group="labels")["labels"].values
         clean = np.load(out / "truth" / "clean_labels" / f"{parse_patch_name(path).stem}.npy")
         assert ((labels == 0) == (clean == 0)).all()
         assert set(np.unique(labels)) <= {0} | {c.code for c in CROPS}
-
-
-def _window(wy, wx):
-    return np.s_[wy * 61:(wy + 1) * 61, wx * 61:(wx + 1) * 61]
 
 
 def _patches(**knobs):

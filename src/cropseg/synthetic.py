@@ -33,7 +33,7 @@ from .params import SyntheticData
 from .s4a import BANDS, PatchName
 
 TRUTH_DIR = "truth"
-TRUTH_COLUMNS = ("path", "window_y", "window_x", "parcel_pixels", "noisy_pixels")
+TRUTH_COLUMNS = ("path", "window_y", "window_x", "label_code", "clean_code", "pixels")
 TRUTH_WINDOW = 61
 #: Side of a real S4A patch in 10 m pixels; patch names index a 30 x 30 grid of these.
 S4A_PATCH_SIZE = 366
@@ -395,15 +395,23 @@ def write_patch_netcdf(patch: SyntheticPatch, path: Path) -> None:
 
 
 def truth_rows(patch: SyntheticPatch) -> list[tuple]:
-    """Per 61x61 window: labelled parcel pixels and those whose label is wrong."""
+    """Per 61x61 window: labelled pixels (label > 0) per (label code, clean code) pair.
+
+    Counted in S4A-code space, so that a label set can map both codes to its model classes
+    (:func:`cropseg.selection.truth_per_sample`): a code it maps to background is not a labelled
+    pixel for the model, and two codes it merges are not noise.
+    """
     rows = []
     size = patch.labels.shape[0]
-    labelled = patch.labels > 0
-    wrong = labelled & (patch.labels != patch.clean_labels)
     for wy in range(size // TRUTH_WINDOW):
         for wx in range(size // TRUTH_WINDOW):
             window = np.s_[wy * TRUTH_WINDOW:(wy + 1) * TRUTH_WINDOW, wx * TRUTH_WINDOW:(wx + 1) * TRUTH_WINDOW]
-            rows.append((patch.plan.name.relpath, wy, wx, int(labelled[window].sum()), int(wrong[window].sum())))
+            labels, clean = patch.labels[window].ravel(), patch.clean_labels[window].ravel()
+            labelled = labels > 0
+            pairs, counts = np.unique(np.stack([labels[labelled], clean[labelled]], axis=1), axis=0,
+                                      return_counts=True)
+            rows += [(patch.plan.name.relpath, wy, wx, int(label), int(true), int(count))
+                     for (label, true), count in zip(pairs, counts)]
     return rows
 
 
