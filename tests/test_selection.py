@@ -2,6 +2,7 @@
 arithmetic, stored irreducible losses, and RHO-Loss rejecting planted label noise."""
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +12,8 @@ from cropseg.dataset import Batch
 from cropseg.loss import class_weights
 from cropseg.params import ParamsError, Selection, parse_params
 from cropseg.selection import SelectionError, Selector, margin, parse_method, per_sample_scores, top_k
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _log_probs(probabilities: list[list[float]]) -> torch.Tensor:
@@ -181,3 +184,85 @@ def test_class_weight_default_is_the_thesis_value():
     weights = class_weights(np.array([100, 80, 20]), 0.1)
     # w = 0.9 * 1 + 0.1 / (2 * freq): freq 0.8 -> 0.9625, freq 0.2 -> 1.15
     np.testing.assert_allclose(weights.numpy(), [0.0, 0.9625, 1.15], rtol=1e-6)
+
+
+def _oracle(netcdf, records, label_set, per_patch, sub_x):
+    """Per sample: labelled and noisy pixels from the label and clean-label arrays themselves,
+    in code space and in the label set's model-class space."""
+    import xarray as xr
+
+    from cropseg.s4a import parse_patch_name
+
+    n = len(records) * per_patch
+    out = {key: np.zeros(n, np.int64) for key in ("parcel", "noisy", "code_parcel", "code_noisy")}
+    for p, record in enumerate(records):
+        labels = xr.open_dataset(netcdf / record["path"], group="labels")["labels"].values
+        clean = np.load(netcdf / "truth" / "clean_labels" / f"{parse_patch_name(record['path']).stem}.npy")
+        for i in range(per_patch):
+            wy, wx = divmod(i, sub_x)
+            window = np.s_[wy * 61:(wy + 1) * 61, wx * 61:(wx + 1) * 61]
+            label, true = labels[window], clean[window]
+            mapped, mapped_true = label_set.map(label), label_set.map(true)
+            out["parcel"][p * per_patch + i] = (mapped > 0).sum()
+            out["noisy"][p * per_patch + i] = ((mapped > 0) & (mapped != mapped_true)).sum()
+            out["code_parcel"][p * per_patch + i] = (label > 0).sum()
+            out["code_noisy"][p * per_patch + i] = ((label > 0) & (label != true)).sum()
+    return out
+
+
+@pytest.mark.parametrize("label_set_name", ["s4a11", "eight", "cereals_maize"])
+def test_truth_per_sample_counts_in_model_class_space(tmp_path, label_set_name):
+    """s4a11 maps generated codes (190, 810, 910) to background; eight merges cereals (110 labelled
+    150 is no noise there); cereals_maize does both. The truth then differs from code-space counts."""
+    from types import SimpleNamespace
+
+    from cropseg.fetch import fetch_s4a
+    from cropseg.labels import LabelSet, load_label_set
+    from cropseg.s4a import read_index
+    from cropseg.selection import truth_per_sample
+
+    from conftest import tiny_data
+
+    if label_set_name == "cereals_maize":
+        label_set = LabelSet.from_dict({"name": "cereals_maize", "classes": [
+            {"name": "cereals", "codes": [110, 150, 160, 170, 190]}, {"name": "maize", "codes": [120]}]})
+    else:
+        label_set = load_label_set(label_set_name, REPO / "configs" / "labels")
+    netcdf = tmp_path / "netcdf"
+    fetch_s4a(tiny_data(patches=4, patch_size=122, acquisitions=3, label_noise=0.4, seed=5), netcdf, workers=1)
+    # the dataset's patch order is its split list's, not the table's; a patch of the data is left out
+    records = [{"path": info.path} for info in read_index(netcdf / "index.csv")][::-1][:3]
+    dataset = SimpleNamespace(records=records, per_patch=4, sub_x=2, window=61, label_set=label_set)
+    truth = truth_per_sample(dataset, netcdf / "truth" / "truth.csv")
+    oracle = _oracle(netcdf, records, label_set, 4, 2)
+    np.testing.assert_array_equal(truth["parcel"], oracle["parcel"])
+    np.testing.assert_array_equal(truth["noisy"], oracle["noisy"])
+    assert truth["parcel"].dtype == truth["noisy"].dtype == np.int64
+    assert 0 < truth["noisy"].sum() < truth["parcel"].sum()
+    assert (truth["noisy"] <= truth["parcel"]).all()
+    # the case the model-class space is for: code-space counts would be other numbers
+    assert truth["noisy"].sum() < oracle["code_noisy"].sum()
+    if label_set_name == "eight":  # eight covers every generated code: it merges, maps none to background
+        assert truth["parcel"].sum() == oracle["code_parcel"].sum()
+    else:
+        assert truth["parcel"].sum() < oracle["code_parcel"].sum()
+    assert not (truth["parcel"] == 0).all()
+    dataset.window = 122
+    assert truth_per_sample(dataset, netcdf / "truth" / "truth.csv") is None
+
+
+def test_truth_per_sample_rejects_the_old_table(tmp_path):
+    from types import SimpleNamespace
+
+    from cropseg.labels import load_label_set
+    from cropseg.selection import TRUTH_COLUMNS, truth_per_sample
+    from cropseg.synthetic import TRUTH_COLUMNS as WRITTEN
+
+    assert TRUTH_COLUMNS == WRITTEN
+    old = tmp_path / "truth.csv"
+    old.write_text("path,window_y,window_x,parcel_pixels,noisy_pixels\n2019/31TCG/a.nc,0,0,10,2\n")
+    dataset = SimpleNamespace(records=[{"path": "2019/31TCG/a.nc"}], per_patch=1, sub_x=1, window=61,
+                              label_set=load_label_set("s4a11", REPO / "configs" / "labels"))
+    with pytest.raises(ValueError, match=r"truth\.csv: expected the columns path, window_y, window_x, "
+                                         r"label_code, clean_code, pixels, got .*parcel_pixels"):
+        truth_per_sample(dataset, old)

@@ -86,30 +86,42 @@ def test_acquisitions_are_irregular_with_empty_months():
     assert gaps.min() != gaps.max()
 
 
+def _window(wy, wx):
+    return np.s_[wy * 61:(wy + 1) * 61, wx * 61:(wx + 1) * 61]
+
+
+def _pairs(labels, clean):
+    """{(label code, clean code): pixels} of the labelled pixels."""
+    keys, counts = np.unique(np.stack([labels[labels > 0], clean[labels > 0]]), axis=1, return_counts=True)
+    return {(int(a), int(b)): int(n) for (a, b), n in zip(keys.T, counts)}
+
+
 def test_label_noise_and_truth_table_agree_with_the_labels(tmp_path):
     out = tmp_path / "netcdf"
     fetch_s4a(tiny_data(patches=3, patch_size=122, label_noise=0.3), out, workers=1)
     truth = pd.read_csv(out / "truth" / "truth.csv")
-    assert len(truth) == 3 * 4  # 2 x 2 windows of 61 per 122-px patch
-    total_noisy = 0
+    assert tuple(truth.columns) == ("path", "window_y", "window_x", "label_code", "clean_code", "pixels")
+    keys = list(zip(truth.path, truth.window_y, truth.window_x, truth.label_code, truth.clean_code))
+    assert keys == sorted(set(keys))  # one row per pair and window, sorted
+    assert (truth.label_code > 0).all() and (truth.pixels > 0).all()
+    assert truth.path.nunique() == 3 and len(truth.groupby(["path", "window_y", "window_x"])) == 3 * 4
     for path, rows in truth.groupby("path"):
         labels = xr.open_dataset(out / path, group="labels")["labels"].values
         clean = np.load(out / "truth" / "clean_labels" / f"{parse_patch_name(path).stem}.npy")
         assert clean.shape == labels.shape
         assert ((clean == 0) == (labels == 0)).all()  # noise relabels crops, never background
-        for row in rows.itertuples():
-            window = np.s_[row.window_y * 61:(row.window_y + 1) * 61, row.window_x * 61:(row.window_x + 1) * 61]
-            assert row.parcel_pixels == (labels[window] > 0).sum()
-            assert row.noisy_pixels == (labels[window] != clean[window]).sum()
-        total_noisy += rows.noisy_pixels.sum()
-    share = total_noisy / truth.parcel_pixels.sum()
+        for (wy, wx), window_rows in rows.groupby(["window_y", "window_x"]):
+            table = {(r.label_code, r.clean_code): r.pixels for r in window_rows.itertuples()}
+            assert table == _pairs(labels[_window(wy, wx)], clean[_window(wy, wx)])
+    noisy = truth.pixels[truth.label_code != truth.clean_code].sum()
+    share = noisy / truth.pixels.sum()
     assert 0.1 < share < 0.5  # about 30 % of crop parcels, weighted by their size
 
 
 def test_clean_generation_has_no_noisy_pixels(tiny_netcdf):
     truth = pd.read_csv(tiny_netcdf / "truth" / "truth.csv")
-    assert truth.noisy_pixels.sum() == 0
-    assert truth.parcel_pixels.sum() > 0
+    assert (truth.label_code == truth.clean_code).all()
+    assert truth.pixels.sum() > 0
 
 
 def test_classes_are_separable_by_their_seasonal_curves():
@@ -166,12 +178,86 @@ def test_window_label_noise_mislabels_whole_windows(tmp_path):
     out = tmp_path / "netcdf"
     fetch_s4a(tiny_data(patches=3, patch_size=244, label_noise=0.5, label_noise_unit="window"), out, workers=1)
     truth = pd.read_csv(out / "truth" / "truth.csv")
-    noisy = truth[truth.noisy_pixels > 0]
+    truth["noisy"] = truth.pixels.where(truth.label_code != truth.clean_code, 0)
+    windows = truth.groupby(["path", "window_y", "window_x"])[["pixels", "noisy"]].sum()
+    noisy = windows[windows.noisy > 0]
     # per-sample noise: a window is either wholly mislabelled or clean
-    assert (noisy.noisy_pixels == noisy.parcel_pixels).all()
-    assert 0.25 < len(noisy) / len(truth) < 0.75
+    assert (noisy.noisy == noisy.pixels).all()
+    assert 0.25 < len(noisy) / len(windows) < 0.75
     for path in truth.path.unique():
         labels = xr.open_dataset(out / path, group="labels")["labels"].values
         clean = np.load(out / "truth" / "clean_labels" / f"{parse_patch_name(path).stem}.npy")
         assert ((labels == 0) == (clean == 0)).all()
         assert set(np.unique(labels)) <= {0} | {c.code for c in CROPS}
+
+
+def _patches(**knobs):
+    cfg = tiny_data(**knobs).synthetic
+    return [generate_patch(cfg, plan) for plan in plan_patches(cfg, [2019, 2020], ["31TCG", "31TCJ"])]
+
+
+def test_redundancy_covers_a_share_of_windows_with_one_clean_wheat_field():
+    knobs = {"patches": 8, "patch_size": 366, "acquisitions": 4, "label_noise": 0.2}
+    base, redundant = _patches(**knobs), _patches(**knobs, redundancy=0.3)
+    assert CROPS[0].name == "wheat" and CROPS[0].code == 110  # the dominant class
+    assert CROPS[0].share == max(c.share for c in CROPS)
+    windows = changed = 0
+    for before, after in zip(base, redundant):
+        outside = np.ones(before.labels.shape, dtype=bool)
+        for wy in range(6):
+            for wx in range(6):
+                window = _window(wy, wx)
+                windows += 1
+                if (after.parcels[window] == before.parcels[window]).all():
+                    continue
+                changed += 1
+                outside[window] = False
+                # one clean field of the dominant class, no margin inside the window: every pixel is wheat
+                assert (after.labels[window] == 110).all() and (after.clean_labels[window] == 110).all()
+                assert len(np.unique(after.parcels[window])) == 1
+                assert not np.isin(after.parcels[window][0, 0], after.parcels[outside]).any()
+        # the other windows are drawn as without redundancy (only the redundant windows' own stream is new)
+        for name in ("labels", "clean_labels", "parcels"):
+            np.testing.assert_array_equal(getattr(after, name)[outside], getattr(before, name)[outside], err_msg=name)
+    assert windows == 8 * 36
+    assert abs(changed / windows - 0.3) < 0.08, changed / windows
+    # per-parcel timing and brightness vary: two redundant fields of one patch are near-duplicates, not copies
+    patch = max(redundant, key=lambda p: (p.labels == 110).sum())
+    fields = [f for f in np.unique(patch.parcels[patch.labels == 110])
+              if (patch.parcels == f).sum() == 61 * 61]
+    assert len(fields) >= 2
+    a, b = (patch.bands["B08"][:, patch.parcels == f].mean(1) for f in fields[:2])
+    assert not np.array_equal(a, b) and np.corrcoef(a, b)[0, 1] > 0.9
+
+
+def test_window_label_noise_applies_to_redundant_windows_too():
+    knobs = {"patches": 4, "patch_size": 366, "acquisitions": 4, "label_noise": 0.5, "label_noise_unit": "window"}
+    mislabelled_fields = 0
+    for patch in _patches(**knobs, redundancy=0.5):
+        for wy in range(6):
+            for wx in range(6):
+                clean, labels = patch.clean_labels[_window(wy, wx)], patch.labels[_window(wy, wx)]
+                if (clean == 110).all() and (labels != 110).any():
+                    assert len(np.unique(labels)) == 1  # the whole field shifted to one wrong class
+                    mislabelled_fields += 1
+    assert mislabelled_fields >= 3
+
+
+def test_redundancy_zero_changes_nothing():
+    """Default 0; the redundancy code path with no window drawn leaves every array as it was (the
+    byte-identity of the default data to the generator before the option was checked once by hand)."""
+    assert tiny_data().synthetic.redundancy == 0.0
+    knobs = {"patches": 2, "patch_size": 122, "label_noise": 0.3}
+    for before, after in zip(_patches(**knobs), _patches(**knobs, redundancy=1e-12)):
+        for name in ("labels", "clean_labels", "parcels"):
+            np.testing.assert_array_equal(getattr(after, name), getattr(before, name))
+        for band, values in before.bands.items():
+            np.testing.assert_array_equal(after.bands[band], values, err_msg=band)
+
+
+@pytest.mark.parametrize("value", [-0.1, 1.0])
+def test_redundancy_out_of_range_is_an_error(value):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="redundancy"):
+        tiny_data(redundancy=value)

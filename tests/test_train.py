@@ -86,16 +86,22 @@ def test_training_is_deterministic_and_logs_counters(workspace, tmp_path):
     # the synthetic truth (label_noise 0.2) is matched to the samples: the step rows carry noise shares
     assert "noisy_share_block" in steps[0]
     # ... and the values: uniform trains on whole blocks, so selected == block at every step, and the
-    # run's share (pixel-weighted, cropseg.compare) is that of the training patches' truth, up to the
-    # parcel pixels the label set ignores (the truth counts every parcel pixel)
+    # run's share (pixel-weighted, cropseg.compare) is that of the training patches' truth in model-class
+    # space: pixels whose label s4a11 maps to a class, noisy where the clean code maps to another one
     shares = pd.read_csv(tmp_path / "a" / "metrics" / "steps.csv")
     assert shares.noisy_share_block.between(0, 1).all()
     assert (shares.noisy_share_selected == shares.noisy_share_block).all()
     truth = pd.read_csv(workspace / "netcdf" / "truth" / "truth.csv")
     truth = truth[truth.path.isin((workspace / "split" / "train.txt").read_text().split())]
+    label_set = load_label_set("s4a11", LABELS)
+    label, clean = label_set.map(truth.label_code.to_numpy()), label_set.map(truth.clean_code.to_numpy())
+    seen = label > 0
+    expected = truth.pixels[seen & (label != clean)].sum() / truth.pixels[seen].sum()
+    code_space = truth.pixels[truth.label_code != truth.clean_code].sum() / truth.pixels.sum()
     selected, considered = read_noise_shares(tmp_path / "a" / "metrics" / "steps.csv")
     assert 0 < selected == considered < 1
-    assert selected == pytest.approx(truth.noisy_pixels.sum() / truth.parcel_pixels.sum(), abs=0.03)
+    assert selected == pytest.approx(expected, rel=1e-6)
+    assert abs(expected - code_space) > 1e-3  # s4a11 drops and keeps codes: the two spaces differ here
 
 
 def test_gradient_accumulation_matches_one_big_batch(workspace, tmp_path):

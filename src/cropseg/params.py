@@ -44,6 +44,9 @@ class SyntheticData(Section):
     label_noise_unit: Literal["parcel", "window"] = Field(
         "parcel", description="parcel: whole parcels mislabelled; window: every crop pixel of whole 61x61 windows")
     class_mix: Literal["s4a", "balanced"] = "s4a"
+    redundancy: float = Field(
+        0.0, ge=0.0, lt=1.0, description="fraction of 61x61 windows covered entirely by one clean field of the "
+        "dominant class (wheat): near-duplicate, easy samples; 0 leaves the data unchanged")
 
     @field_validator("patch_size")
     @classmethod

@@ -82,12 +82,26 @@ def margin(log_probs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return ((wrong - true) * mask).flatten(1).sum(1) / mask.flatten(1).sum(1)
 
 
+TRUTH_COLUMNS = ("path", "window_y", "window_x", "label_code", "clean_code", "pixels")
+
+
 def truth_per_sample(dataset, truth_path: Path) -> dict[str, np.ndarray] | None:
     """Labelled and noisy pixels of every sample (by global index) from the synthetic ``truth.csv``.
+
+    Counted in model-class space: the table gives each window's labelled pixels per (label code,
+    clean code) pair in S4A codes, and both codes go through ``dataset.label_set``. ``parcel``
+    counts the pixels whose label maps to a class > 0 (those the loss sees), ``noisy`` those of
+    them whose label maps to another class than their clean code. A code the label set maps to
+    background is then not counted at all (the model never sees it), and a wrong code merged into
+    the right class is not noise; counted in code space, both would inflate the noisy share.
 
     Only meaningful when the medians window equals the truth table's 61 px windows.
     """
     truth = pd.read_csv(truth_path)
+    if tuple(truth.columns) != TRUTH_COLUMNS:
+        raise ValueError(f"{truth_path}: expected the columns {', '.join(TRUTH_COLUMNS)}, got "
+                         f"{', '.join(map(str, truth.columns))} (a truth table of an older generator? "
+                         f"run the fetch_s4a stage again)")
     if dataset.window != 61:
         return None
     n = len(dataset.records) * dataset.per_patch
@@ -96,8 +110,13 @@ def truth_per_sample(dataset, truth_path: Path) -> dict[str, np.ndarray] | None:
     rows = truth[truth.path.isin(position.keys())]
     index = (rows.path.map(position).to_numpy() * dataset.per_patch + rows.window_y.to_numpy() * dataset.sub_x
              + rows.window_x.to_numpy())
-    parcel[index] = rows.parcel_pixels.to_numpy()
-    noisy[index] = rows.noisy_pixels.to_numpy()
+    label = dataset.label_set.map(rows.label_code.to_numpy(np.int64))
+    clean = dataset.label_set.map(rows.clean_code.to_numpy(np.int64))
+    pixels = rows.pixels.to_numpy(np.int64)
+    seen = label > 0
+    np.add.at(parcel, index[seen], pixels[seen])
+    wrong = seen & (label != clean)
+    np.add.at(noisy, index[wrong], pixels[wrong])
     return {"parcel": parcel, "noisy": noisy}
 
 

@@ -8,6 +8,13 @@ and brightness variation, per-pixel noise and clouds. Classes are therefore sepa
 monthly curves, while a ``label_noise`` fraction of crop parcels carries a wrong label that no
 model can learn from the pixels. The clean labels and a per-window truth table are written beside
 the S4A files so that selection and accuracy can be measured against the truth.
+
+``redundancy`` makes a fraction of the 61x61 windows redundant: each is covered entirely by one
+clean wheat field (the dominant class, as wheat dominates real S4A), so the data holds many
+near-duplicate, easy samples. RHO-Loss claims to skip two kinds of samples that do not help:
+redundant (already learnt) ones and noisy ones; ``label_noise`` gives the second kind, this the
+first. With ``redundancy: 0`` (the default) nothing changes: the windows are drawn from their own
+random stream, and the other draws stay as they were.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ from .params import SyntheticData
 from .s4a import BANDS, PatchName
 
 TRUTH_DIR = "truth"
-TRUTH_COLUMNS = ("path", "window_y", "window_x", "parcel_pixels", "noisy_pixels")
+TRUTH_COLUMNS = ("path", "window_y", "window_x", "label_code", "clean_code", "pixels")
 TRUTH_WINDOW = 61
 #: Side of a real S4A patch in 10 m pixels; patch names index a 30 x 30 grid of these.
 S4A_PATCH_SIZE = 366
@@ -211,9 +218,22 @@ def generate_patch(cfg: SyntheticData, plan: PatchPlan) -> SyntheticPatch:
     doy = (plan.dates - plan.dates.astype("datetime64[Y]")).astype(int).astype(np.float64)
     shift = rng.normal(0, 5, n_parcels)
     amp = np.where(is_crop, rng.normal(1, 0.05, n_parcels), 0.3)
-    vegetation = _vegetation(doy, crop_idx, shift, amp)  # (dates, parcels)
     brightness = rng.normal(1, 0.06, n_parcels)
     clouds = _cloud_masks(rng, len(plan.dates), size, cfg.clouds)
+    if cfg.redundancy > 0:
+        field, extra = _redundant_fields(cfg, plan)
+        inside = field >= 0
+        index = np.where(inside, n_parcels + field, index)
+        margins &= ~inside
+        wheat = np.full(len(extra["shift"]), codes[0], dtype=np.uint32)
+        crop_idx = np.concatenate([crop_idx, np.zeros(len(wheat), dtype=crop_idx.dtype)])
+        is_crop = np.concatenate([is_crop, np.ones(len(wheat), dtype=bool)])
+        clean_code = np.concatenate([clean_code, wheat])
+        label_code = np.concatenate([label_code, wheat])
+        shift = np.concatenate([shift, extra["shift"]])
+        amp = np.concatenate([amp, extra["amp"]])
+        brightness = np.concatenate([brightness, extra["brightness"]])
+    vegetation = _vegetation(doy, crop_idx, shift, amp)  # (dates, parcels)
 
     bands = {}
     for b, band in enumerate(_BAND_NAMES):
@@ -228,7 +248,7 @@ def generate_patch(cfg: SyntheticData, plan: PatchPlan) -> SyntheticPatch:
             values[t] = values[t] * (1 - opacity) + np.float32(0.55) * opacity
         bands[band] = np.clip(np.rint(values * 10000), 1, 65535).astype(np.uint16)
 
-    parcel_ids = np.where(is_crop, np.arange(1, n_parcels + 1) + 1000 * plan.index, 0).astype(np.uint32)
+    parcel_ids = np.where(is_crop, np.arange(1, len(is_crop) + 1) + 1000 * plan.index, 0).astype(np.uint32)
     keep = ~margins
     labels = np.where(keep, label_code[index], 0).astype(np.uint32)
     clean = np.where(keep, clean_code[index], 0).astype(np.uint32)
@@ -236,6 +256,28 @@ def generate_patch(cfg: SyntheticData, plan: PatchPlan) -> SyntheticPatch:
     if cfg.label_noise_unit == "window":
         labels = _mislabel_windows(labels, cfg.label_noise, np.random.default_rng([cfg.seed, 4, plan.index]))
     return SyntheticPatch(plan, bands, labels, clean, parcels)
+
+
+def _redundant_fields(cfg: SyntheticData, plan: PatchPlan) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The redundant windows of a patch: each covered entirely by one new field of the dominant class.
+
+    Every 61x61 window is redundant with probability ``cfg.redundancy``, drawn (row by row) from
+    its own stream, ``[seed, 5, patch index]``, which also draws the fields' per-parcel timing
+    shift, amplitude and brightness (as for any crop parcel). Returns the field number (0..k-1)
+    of every pixel, -1 outside the redundant windows, and those ``k`` draws. The fields have no
+    margin: all 61x61 pixels are wheat, up to the window border, where they meet the neighbouring
+    parcels (whose margins stay as they were).
+    """
+    rng = np.random.default_rng([cfg.seed, 5, plan.index])
+    n = cfg.patch_size // TRUTH_WINDOW
+    chosen = np.flatnonzero(rng.random(n * n) < cfg.redundancy)
+    field = np.full((cfg.patch_size, cfg.patch_size), -1, dtype=np.int64)
+    for k, window in enumerate(chosen):
+        wy, wx = divmod(int(window), n)
+        field[wy * TRUTH_WINDOW:(wy + 1) * TRUTH_WINDOW, wx * TRUTH_WINDOW:(wx + 1) * TRUTH_WINDOW] = k
+    extra = {"shift": rng.normal(0, 5, len(chosen)), "amp": rng.normal(1, 0.05, len(chosen)),
+             "brightness": rng.normal(1, 0.06, len(chosen))}
+    return field, extra
 
 
 def _mislabel_windows(labels: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
@@ -353,15 +395,23 @@ def write_patch_netcdf(patch: SyntheticPatch, path: Path) -> None:
 
 
 def truth_rows(patch: SyntheticPatch) -> list[tuple]:
-    """Per 61x61 window: labelled parcel pixels and those whose label is wrong."""
+    """Per 61x61 window: labelled pixels (label > 0) per (label code, clean code) pair.
+
+    Counted in S4A-code space, so that a label set can map both codes to its model classes
+    (:func:`cropseg.selection.truth_per_sample`): a code it maps to background is not a labelled
+    pixel for the model, and two codes it merges are not noise.
+    """
     rows = []
     size = patch.labels.shape[0]
-    labelled = patch.labels > 0
-    wrong = labelled & (patch.labels != patch.clean_labels)
     for wy in range(size // TRUTH_WINDOW):
         for wx in range(size // TRUTH_WINDOW):
             window = np.s_[wy * TRUTH_WINDOW:(wy + 1) * TRUTH_WINDOW, wx * TRUTH_WINDOW:(wx + 1) * TRUTH_WINDOW]
-            rows.append((patch.plan.name.relpath, wy, wx, int(labelled[window].sum()), int(wrong[window].sum())))
+            labels, clean = patch.labels[window].ravel(), patch.clean_labels[window].ravel()
+            labelled = labels > 0
+            pairs, counts = np.unique(np.stack([labels[labelled], clean[labelled]], axis=1), axis=0,
+                                      return_counts=True)
+            rows += [(patch.plan.name.relpath, wy, wx, int(label), int(true), int(count))
+                     for (label, true), count in zip(pairs, counts)]
     return rows
 
 
