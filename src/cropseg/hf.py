@@ -22,9 +22,10 @@ Why it works this way:
   ``dest_root/YYYY/TILE/name.nc`` (copied when the two are on different file systems).
 
 Network errors (connection, timeout, HTTP 408/429/5xx) are retried with exponential backoff
-(``backoff_s``, doubled each time: :func:`cropseg.download.backoff_delay`, the DEM download's
-policy); errors the Hub gives as final (repo, revision or file not found, no access, offline
-mode) are not.
+(``backoff_s``, doubled each time, capped at :data:`MAX_BACKOFF_S`: the
+:class:`cropseg.download.RetryPolicy` the DEM download uses too); errors the Hub gives as final
+(repo, revision or file not found, no access, offline mode) are not. A checksum mismatch is
+retried by the same policy.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ from huggingface_hub.hf_api import RepoFile
 from huggingface_hub.utils import silent_tqdm
 from tqdm import tqdm
 
-from .download import backoff_delay
+from .download import RetryPolicy
 from .files import link_or_copy
 from .params import Data, HuggingFaceData
 from .s4a import PatchName, parse_patch_name
@@ -138,21 +139,21 @@ def is_transient(error: BaseException) -> bool:
     return isinstance(error, OSError) and error.errno is None
 
 
-def _backoff(cfg: HuggingFaceData, attempt: int) -> float:
-    return backoff_delay(cfg.backoff_s, attempt, MAX_BACKOFF_S)
+def _policy(cfg: HuggingFaceData) -> RetryPolicy:
+    return RetryPolicy(cfg.retries, cfg.backoff_s, MAX_BACKOFF_S)
 
 
 def _with_retries(cfg: HuggingFaceData, what: str, call: Callable[[], T]) -> T:
-    for attempt in range(cfg.retries + 1):
+    """``call()``, retried under :func:`_policy` while it raises a transient error; the last error is raised."""
+    policy = _policy(cfg)
+    for attempt in policy.attempts():
         try:
             return call()
         except Exception as error:
-            if attempt == cfg.retries or not is_transient(error):
+            if policy.is_last(attempt) or not is_transient(error):
                 raise
-            delay = _backoff(cfg, attempt)
             logger.warning("%s failed (%s: %s); retry %d/%d in %.3g s",
-                           what, type(error).__name__, error, attempt + 1, cfg.retries, delay)
-            time.sleep(delay)
+                           what, type(error).__name__, error, attempt + 1, cfg.retries, policy.delay(attempt))
     raise AssertionError("unreachable")
 
 
@@ -247,15 +248,14 @@ def _evict(pointer: Path, blob: Path) -> None:
 def fetch_patch(patch: RemotePatch, commit: str, cfg: HuggingFaceData, dest_root: Path) -> Path:
     """Download one patch into the cache (retrying), verify its checksum, place it under ``dest_root``."""
     found: str | None = None
-    for attempt in range(cfg.retries + 1):
-        if attempt:
-            time.sleep(_backoff(cfg, attempt - 1))
+    policy = _policy(cfg)
+    for attempt in policy.attempts():
         try:
             pointer = Path(hf_hub_download(
                 cfg.repo_id, patch.repo_path, repo_type=REPO_TYPE, revision=commit,
                 cache_dir=cfg.cache_dir, tqdm_class=silent_tqdm))
         except Exception as error:
-            if attempt == cfg.retries or not is_transient(error):
+            if policy.is_last(attempt) or not is_transient(error):
                 raise RuntimeError(f"{cfg.repo_id}/{patch.repo_path}: download failed after {attempt + 1} "
                                    f"attempt(s): {type(error).__name__}: {error}") from error
             logger.warning("%s: download failed (%s: %s); retry %d/%d", patch.repo_path,
