@@ -95,7 +95,20 @@ def _from_coordinates(group, path: Path) -> Affine:
 
 
 def read_patch_grid(path: str | Path) -> PatchGrid:
-    """The grid of the patch's 10 m ``labels`` raster (which the 10 m medians share)."""
+    """The grid of the patch's 10 m ``labels`` raster (which the 10 m medians share).
+
+    Args:
+        path: an S4A netCDF patch.
+
+    Returns:
+        Its CRS, the transform (from the ``transform`` attribute, else from ``x``/``y``), and the
+        ``labels`` variable's height and width.
+
+    Raises:
+        GeorefError: the file cannot be opened; the ``labels`` group or variable, or the ``crs``
+            attribute, is missing; the CRS or transform cannot be parsed; without a transform, the
+            coordinates are missing, single-valued or irregular; or the grid is not north-up.
+    """
     path = Path(path)
     try:
         dataset = netCDF4.Dataset(path)

@@ -92,7 +92,19 @@ class RemotePatch:
 
 
 def file_checksum(path: str | Path, algorithm: Literal["sha256", "git-sha1"]) -> str:
-    """Hex checksum of a file as the Hub lists it: sha256 of the content, or the git blob sha1."""
+    """Hex checksum of a file as the Hub lists it: sha256 of the content, or the git blob sha1.
+
+    Args:
+        path: the file.
+        algorithm: ``"sha256"`` (LFS files: sha256 of the content) or ``"git-sha1"`` (plain git
+            files: sha1 of ``b"blob <size>\\0" + content``).
+
+    Returns:
+        The lowercase hex digest.
+
+    Raises:
+        ValueError: ``algorithm`` is neither.
+    """
     path = Path(path)
     if algorithm == "sha256":
         digest = hashlib.sha256(usedforsecurity=False)
@@ -165,9 +177,24 @@ def _describe(data: Data) -> str:
 def list_patches(data: Data, api: HfApi | None = None) -> tuple[str, list[RemotePatch], list[RemotePatch]]:
     """Resolve ``data.huggingface.revision`` and list the repo's S4A patch files.
 
-    Returns ``(commit, selected, all_patches)``: ``selected`` passes ``data.years``/``data.tiles``,
-    is sorted by ``YYYY/TILE/name.nc`` and cut to ``data.limit``. Files are recognised by their
-    name only (``YYYY_TILE_patch_XX_YY.nc``), wherever they are in the repo.
+    Files are recognised by their name only (``YYYY_TILE_patch_XX_YY.nc``), wherever they are in
+    the repo. Resolving and listing are retried on transient errors (:func:`is_transient`).
+
+    Args:
+        data: the ``data`` params: ``huggingface`` (repo, revision, retries, cache) and the
+            ``years``/``tiles``/``limit`` filters.
+        api: the Hub client; a default :class:`~huggingface_hub.HfApi` when ``None``.
+
+    Returns:
+        ``(commit, selected, all_patches)``: the resolved commit; the patches passing
+        ``data.years``/``data.tiles``, sorted by ``YYYY/TILE/name.nc`` and cut to ``data.limit``;
+        and every patch file of the repo, in the same order.
+
+    Raises:
+        RuntimeError: the repo or revision does not exist, or listing failed for good (final
+            error or retries used up; the message points at the network, ``HF_ENDPOINT`` and
+            ``HF_HUB_OFFLINE``).
+        ValueError: a selected patch name occurs at more than one path in the repo.
     """
     hub = data.huggingface
     api = api or HfApi()
@@ -246,7 +273,26 @@ def _evict(pointer: Path, blob: Path) -> None:
 
 
 def fetch_patch(patch: RemotePatch, commit: str, cfg: HuggingFaceData, dest_root: Path) -> Path:
-    """Download one patch into the cache (retrying), verify its checksum, place it under ``dest_root``."""
+    """Download one patch into the cache (retrying), verify its checksum, place it under ``dest_root``.
+
+    A file found in the cache is checked like a fresh one; a mismatch evicts it and counts as a
+    failed attempt.
+
+    Args:
+        patch: the file to fetch, with its expected checksum.
+        commit: the resolved commit it is downloaded at.
+        cfg: ``data.huggingface`` (repo, cache folder, retries, backoff).
+        dest_root: the folder the patch is placed under, at ``YYYY/TILE/name.nc``.
+
+    Returns:
+        The placed path, hard-linked from the cache blob (copied across file systems).
+
+    Raises:
+        ChecksumMismatch: the content still differs from the listed checksum after
+            ``cfg.retries`` retries.
+        RuntimeError: the download failed with a final error, or with transient ones until the
+            retries were used up.
+    """
     found: str | None = None
     policy = _policy(cfg)
     for attempt in policy.attempts():
@@ -277,9 +323,21 @@ def download_patches(data: Data, dest_root: Path) -> list[Path]:
     """Fetch the S4A patches selected by ``data`` from ``data.huggingface.repo_id`` into ``dest_root``.
 
     Each file lands at ``dest_root/YYYY/TILE/YYYY_TILE_patch_XX_YY.nc``, checksum-verified,
-    hard-linked from the download cache. Returns the placed paths, sorted. Raises
-    :class:`NoMatchingPatches` when no patch passes the filters, :class:`ChecksumMismatch` when a file
-    stays corrupt after the retries, ``RuntimeError`` for other download failures.
+    hard-linked from the download cache; ``data.huggingface.workers`` files are fetched at once.
+
+    Args:
+        data: the ``data`` params (repo, revision, filters, retries, cache folder, workers).
+        dest_root: the folder the patches are placed under; created as needed.
+
+    Returns:
+        The placed paths, sorted.
+
+    Raises:
+        NoMatchingPatches: no patch of the repo passes the filters.
+        ChecksumMismatch: a file stays corrupt after the retries.
+        RuntimeError: listing or a download failed otherwise (see :func:`list_patches`,
+            :func:`fetch_patch`).
+        ValueError: a selected patch name occurs twice in the repo.
     """
     hub = data.huggingface
     dest_root = Path(dest_root)
