@@ -295,6 +295,24 @@ def test_copernicus_unreachable_server_fails_after_retries(tmp_path, no_proxy):
         dem.fetch_copernicus([(1.2, 41.2, 1.3, 41.3)], tmp_path, cfg, progress=False, backoff_s=0.01)
 
 
+def test_retry_policy_waits_double_capped_and_only_between_attempts(monkeypatch):
+    from cropseg import download
+
+    slept = []
+    monkeypatch.setattr(download.time, "sleep", slept.append)
+    policy = download.RetryPolicy(retries=4, backoff_s=1.5, cap_s=5.0)
+    seen = []
+    for attempt in policy.attempts():
+        seen.append((attempt, policy.is_last(attempt), list(slept)))
+    assert [(a, last) for a, last, _ in seen] == [(0, False), (1, False), (2, False), (3, False), (4, True)]
+    assert seen[0][2] == [] and slept == [1.5, 3.0, 5.0, 5.0]  # no wait before the first or after the last
+    assert [policy.delay(r) for r in range(4)] == slept
+    slept.clear()
+    for _attempt in policy.attempts():
+        break  # a caller that succeeds at once never waits
+    assert slept == []
+
+
 # ----------------------------------------------------------------------------- stage script
 
 

@@ -255,3 +255,18 @@ def test_a_crs_without_epsg_code_is_refused_by_both_footprint_readers(tmp_path):
     info = PatchInfo(path.name, 2019, "31TCG", PLAN.name.x, PLAN.name.y, "ES", 6, 61)
     with pytest.raises(PatchTableError, match="has no EPSG code"):
         patch_row(info, tmp_path, [])
+
+
+def test_the_two_grid_readers_agree_on_published_patches(tmp_path):
+    # predict (cropseg.georef: transform first) and footprints/patch table (cropseg.label_grid: x/y
+    # pixel centres) read the grid by two routes; on a published patch they must place it alike
+    from cropseg.georef import read_patch_grid
+    from cropseg.label_grid import read_label_grid
+
+    synthetic = tmp_path / PLAN.name.filename
+    write_patch_netcdf(generate_patch(CFG, PLAN), synthetic)
+    paths = sorted((Path(__file__).parent / "data" / "s4a").rglob("*.nc")) + [synthetic]
+    for path in paths:
+        grid, label_grid = read_patch_grid(path), read_label_grid(path)
+        assert grid.crs.to_epsg() == label_grid.epsg
+        assert grid.bounds == label_grid.bounds

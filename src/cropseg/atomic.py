@@ -21,6 +21,9 @@ def remove_stale(target: Path) -> list[Path]:
 
     Only one process writes a given output at a time (DVC locks the repository while a stage
     runs), so any such sibling is a leftover: ``kill -9`` skips the cleanup below.
+
+    Returns:
+        The paths removed.
     """
     removed = []
     for pattern in (f".{target.name}.tmp-*", f".{target.name}.old-*"):

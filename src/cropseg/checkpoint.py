@@ -27,7 +27,14 @@ def save_atomic(obj: Any, path: Path) -> None:
 
 
 def load_checkpoint(path: Path, digest: str) -> dict[str, Any] | None:
-    """The checkpoint at ``path`` if it belongs to this exact run (same digest), else None."""
+    """The checkpoint at ``path`` if it belongs to this exact run (same digest), else None.
+
+    An unreadable checkpoint, or one of another run, is reported on stdout and ignored.
+
+    Args:
+        path: the checkpoint file (it may not exist).
+        digest: the digest of this run's config and inputs, as stored under ``"digest"``.
+    """
     if not path.exists():
         return None
     try:
@@ -43,7 +50,20 @@ def load_checkpoint(path: Path, digest: str) -> dict[str, Any] | None:
 
 def model_file(model: torch.nn.Module, *, arch: str, model_config: dict, label_set: dict, loader: dict,
                metrics: dict[str, float], epoch: int) -> dict[str, Any]:
-    """Everything needed to use a trained model: weights, architecture, labels, normalisation."""
+    """Everything needed to use a trained model: weights, architecture, labels, normalisation.
+
+    Args:
+        model: the trained module (a DDP wrapper is unwrapped); its weights are copied to the CPU.
+        arch: ``model.arch``.
+        model_config: ``model.config`` of :func:`cropseg.models.build_model` (rebuilds the module).
+        label_set: :meth:`cropseg.labels.LabelSet.to_dict`.
+        loader: the loader params the inputs were made with (months, normalisation).
+        metrics: the validation metrics of this epoch.
+        epoch: the epoch the weights are from.
+
+    Returns:
+        Plain types and tensors only (``format: cropseg-model-1``), for :func:`save_atomic`.
+    """
     weights = {k: v.detach().cpu() for k, v in _unwrap(model).state_dict().items()}
     return {"format": "cropseg-model-1", "arch": arch, "model": model_config, "state_dict": weights,
             "labels": label_set, "loader": loader, "metrics": metrics, "epoch": epoch}
@@ -56,7 +76,17 @@ def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
     """Rebuild a trained model from its model file (``weights_only``: no code is unpickled).
 
-    Returns the model in eval mode and the file's contents (labels, loader settings, metrics).
+    Args:
+        path: the model file (``models/model.pt``).
+        device: where the weights are loaded and the model is moved.
+
+    Returns:
+        The model in eval mode and the file's contents (labels, loader settings, metrics).
+
+    Raises:
+        ValueError: the file is not a cropseg model file, or its architecture config is invalid
+            (:func:`cropseg.models.build_model`).
+        FileNotFoundError: ``path`` does not exist.
     """
     from .models import build_model
 

@@ -51,7 +51,12 @@ def _imported(path: Path, package_dir: Path) -> set[str]:
 
 
 def stage_modules(script: Path, package_dir: Path) -> list[str]:
-    """Every package module ``script`` runs (transitively), as sorted file names."""
+    """Every package module ``script`` runs (transitively), as sorted file names.
+
+    Args:
+        script: a stage script (``stages/x.py``) or a module of the package.
+        package_dir: ``src/cropseg``; ``__init__.py`` is always listed when it exists.
+    """
     seen: set[str] = set()
     todo = sorted(_imported(script, package_dir))
     while todo:
@@ -126,6 +131,7 @@ def rewrite(repo: Path) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line of the module docstring; returns the exit status."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repo", type=Path, default=Path("."))
     parser.add_argument("--check", action="store_true", help="exit 1 if dvc.yaml disagrees with the imports")

@@ -94,6 +94,9 @@ def patch_footprint(path: str | Path) -> Footprint:
     ``x``/``y`` are pixel centres in the UTM CRS of the ``crs`` attribute of the ``labels``
     variable (as published; else of its group); the footprint extends half a pixel beyond the
     outer centres. Read by :func:`cropseg.label_grid.read_label_grid`, as the split's patch table.
+
+    Raises:
+        DemError: the patch cannot be placed (the message names the file and what is missing).
     """
     try:
         return read_label_grid(path).lonlat()
@@ -102,7 +105,11 @@ def patch_footprint(path: str | Path) -> Footprint:
 
 
 def patch_footprints(netcdf_dir: str | Path, progress: bool = True) -> dict[str, Footprint]:
-    """Footprint of every patch listed in ``netcdf_dir/index.csv``, keyed by its index path."""
+    """Footprint of every patch listed in ``netcdf_dir/index.csv``, keyed by its index path.
+
+    Raises:
+        DemError: there is no ``index.csv``, or a patch cannot be placed.
+    """
     netcdf_dir = Path(netcdf_dir)
     index = netcdf_dir / INDEX_FILE
     if not index.is_file():
@@ -148,7 +155,16 @@ def copernicus_tiles(footprints: Iterable[Footprint]) -> list[str]:
 
 
 def validate_tile(path: Path, name: str) -> None:
-    """Open ``path`` with rasterio and read its first band; on failure delete it and raise DemError."""
+    """Open ``path`` with rasterio and read its first band; on failure delete it and raise DemError.
+
+    Args:
+        path: the downloaded tile in the cache.
+        name: the tile's name, for the message.
+
+    Raises:
+        DemError: the file is not a readable GeoTIFF with a band and a CRS (it has been deleted,
+            so the next run downloads it again).
+    """
     import rasterio
     from rasterio.errors import RasterioError
 
@@ -167,7 +183,20 @@ def fetch_copernicus(footprints: Iterable[Footprint], out: str | Path, cfg: Cope
                      progress: bool = True, backoff_s: float = 1.0) -> tuple[list[TileRecord], int]:
     """Download (or reuse from the cache) every GLO-30 tile meeting a footprint; link it into ``out``.
 
-    Returns the manifest rows and how many tiles came complete from the cache.
+    A tile the server does not have (404: open sea) is recorded as ``missing``.
+
+    Args:
+        footprints: ``(lon_min, lat_min, lon_max, lat_max)`` of each patch.
+        out: the output folder the tiles are hard-linked (or copied) into.
+        cfg: ``dem.copernicus`` (base URL, cache folder, retries, timeout).
+        progress: show a progress bar.
+        backoff_s: wait before the first retry of a download (doubling; tests make it short).
+
+    Returns:
+        The manifest rows and how many tiles came complete from the cache.
+
+    Raises:
+        DemError: a download failed for good, or a tile is not a readable GeoTIFF.
     """
     out = Path(out)
     cache = Path(cfg.cache_dir)
@@ -198,7 +227,20 @@ def fetch_copernicus(footprints: Iterable[Footprint], out: str | Path, cfg: Cope
 
 def write_synthetic_dem(footprints: Sequence[Footprint], path: str | Path, seed: int,
                         progress: bool = True) -> TileRecord:
-    """Write the synthetic DEM GeoTIFF (:func:`cropseg.terrain.write_terrain`) over ``footprints`` to ``path``."""
+    """Write the synthetic DEM GeoTIFF (:func:`cropseg.terrain.write_terrain`) over ``footprints`` to ``path``.
+
+    Args:
+        footprints: ``(lon_min, lat_min, lon_max, lat_max)`` of each patch.
+        path: the GeoTIFF to write.
+        seed: ``dem.seed``: the terrain is a function of (lon, lat, seed).
+        progress: show a progress bar.
+
+    Returns:
+        The manifest row of the file.
+
+    Raises:
+        DemError: a footprint crosses the antimeridian.
+    """
     if any(f[0] > f[2] for f in footprints):
         raise DemError("a patch footprint crosses the antimeridian; the synthetic DEM does not support that")
     path = Path(path)
@@ -229,6 +271,20 @@ def fetch_dem(netcdf_dir: str | Path, out: str | Path, dem: Dem, progress: bool 
 
     The stage script passes the temporary folder of :func:`cropseg.atomic.atomic_dir`, so the
     output is complete or absent.
+
+    Args:
+        netcdf_dir: the fetched patches with their ``index.csv``.
+        out: the output folder (created if needed).
+        dem: the ``dem`` params (source, seed, copernicus).
+        progress: show progress bars.
+        backoff_s: wait before the first retry of a Copernicus download.
+
+    Returns:
+        The stage's summary: source, patches, manifest rows, cached tiles, seconds.
+
+    Raises:
+        DemError: no ``index.csv``, a patch that cannot be placed, a failed or corrupt
+            download, or a synthetic DEM across the antimeridian.
     """
     started = time.perf_counter()
     out = Path(out)

@@ -2,8 +2,10 @@
 
 Why here and not in each source: the DEM tiles (:mod:`cropseg.dem`) are fetched with this client,
 and the Hugging Face source (:mod:`cropseg.hf`), which keeps ``huggingface_hub`` for listing and
-transfer (it has its own resume and cache), waits between retries with the same
-:func:`backoff_delay`. The client is the standard library's ``urllib``: a GET with
+transfer (it has its own resume and cache), retries with the same :class:`RetryPolicy`: how many
+attempts, and how long to wait before each retry (:func:`backoff_delay`). What counts as worth a
+retry stays with each caller (an HTTP status here, :func:`cropseg.hf.is_transient` there), and so
+do the error messages. The client is the standard library's ``urllib``: a GET with
 ``Range: bytes=N-`` resumes into ``NAME.part`` (RFC 9110: Range 14.2, 206 Partial Content
 15.3.7, 416 Range Not Satisfiable 15.5.17; a server that ignores the range answers 200 and the
 file starts over, a 416 whose Content-Range total equals the part's size means it is complete),
@@ -18,6 +20,8 @@ import socket
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 _CHUNK = 1 << 20
@@ -37,6 +41,41 @@ def backoff_delay(base_s: float, retry: int, cap_s: float = MAX_BACKOFF_S) -> fl
     return min(base_s * 2**retry, cap_s)
 
 
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often to try again and how long to wait first: the policy both download paths share.
+
+    Args:
+        retries: retries after the first attempt (so ``retries + 1`` attempts in all).
+        backoff_s: wait before the first retry; doubled at each further retry.
+        cap_s: the longest wait.
+    """
+
+    retries: int
+    backoff_s: float = 1.0
+    cap_s: float = MAX_BACKOFF_S
+
+    def delay(self, retry: int) -> float:
+        """Seconds to wait before retry number ``retry`` (0 for the first): :func:`backoff_delay`."""
+        return backoff_delay(self.backoff_s, retry, self.cap_s)
+
+    def attempts(self) -> Iterator[int]:
+        """Attempt numbers ``0 .. retries``, sleeping :meth:`delay` before each one after the first.
+
+        The caller's loop body makes one attempt and ``return``s (or raises) when it is done; a
+        ``continue`` (or falling through) asks for the next attempt. When the loop ends, every
+        attempt failed and the caller raises its own error.
+        """
+        for attempt in range(self.retries + 1):
+            if attempt:
+                time.sleep(self.delay(attempt - 1))
+            yield attempt
+
+    def is_last(self, attempt: int) -> bool:
+        """Whether ``attempt`` (from :meth:`attempts`) is the final one: no retry follows it."""
+        return attempt >= self.retries
+
+
 def _remote_size(response: http.client.HTTPResponse, offset: int) -> int | None:
     """Total size of the remote file from Content-Range (206) or Content-Length (200)."""
     content_range = response.headers.get("Content-Range", "")
@@ -54,8 +93,16 @@ def download_resumable(url: str, target: Path, retries: int = 5, timeout_s: floa
     """Download ``url`` to ``target`` through ``target.part``, resuming it with HTTP Range.
 
     Network errors, 5xx/429 answers and short bodies are retried ``retries`` times with exponential
-    backoff (:func:`backoff_delay`: ``backoff_s``, doubling, capped at 60 s); each retry continues
+    backoff (:class:`RetryPolicy`: ``backoff_s``, doubling, capped at 60 s); each retry continues
     from the bytes already in the ``.part`` file.
+
+    Args:
+        url: the file to fetch.
+        target: where the complete file lands; its parent folder is created.
+        retries: retries after the first attempt.
+        timeout_s: socket timeout of each request.
+        backoff_s: wait before the first retry.
+        user_agent: the ``User-Agent`` header sent.
 
     Returns:
         The number of bytes transferred by this call.
@@ -69,9 +116,7 @@ def download_resumable(url: str, target: Path, retries: int = 5, timeout_s: floa
     part.parent.mkdir(parents=True, exist_ok=True)
     transferred = 0
     last_error = "no attempt made"
-    for attempt in range(retries + 1):
-        if attempt:
-            time.sleep(backoff_delay(backoff_s, attempt - 1))
+    for _attempt in RetryPolicy(retries, backoff_s).attempts():
         offset = part.stat().st_size if part.exists() else 0
         request = urllib.request.Request(url, headers={"User-Agent": user_agent})
         if offset:

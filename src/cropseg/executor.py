@@ -45,11 +45,20 @@ class Executor:
     workers = 1
 
     def imap_unordered(self, fn: Callable[[Any], Any], items: Iterable[Any]) -> Iterator[Any]:
+        """``fn(item)`` for every item, as each finishes (serially: in item order).
+
+        Args:
+            fn: a picklable function of one item (it runs in other processes in subclasses).
+            items: the inputs.
+
+        Raises:
+            Exception: the first exception ``fn`` raises, unchanged; the rest is cancelled.
+        """
         for item in items:
             yield fn(item)
 
     def close(self) -> None:
-        pass
+        """Free the workers (the pool, the Dask client and its local cluster)."""
 
     def __enter__(self) -> "Executor":
         return self
@@ -101,6 +110,14 @@ class DaskExecutor(Executor):
     name = "dask"
 
     def __init__(self, workers: int, address: str | None = None, processes: bool = True):
+        """Connect to a scheduler, or start a local cluster.
+
+        Args:
+            workers: single-threaded workers of the local cluster (with a scheduler: used only
+                when it reports no worker).
+            address: the scheduler; ``$DASK_SCHEDULER_ADDRESS`` when ``None``, else a local cluster.
+            processes: local workers are processes (``False``: threads of this process).
+        """
         from distributed import Client, LocalCluster
 
         self.address = address or os.environ.get(DASK_ADDRESS_ENV) or None
@@ -135,7 +152,16 @@ class DaskExecutor(Executor):
 
 
 def make_executor(scheduler: Scheduler, workers: int, **dask_options: Any) -> Executor:
-    """The executor for a params ``scheduler``/``workers`` pair (see the module docstring)."""
+    """The executor for a params ``scheduler``/``workers`` pair (see the module docstring).
+
+    Args:
+        scheduler: ``serial``, ``processes`` or ``dask``.
+        workers: processes or Dask workers; ``processes`` with one worker runs serially.
+        **dask_options: passed to :class:`DaskExecutor` (``address``, ``processes``).
+
+    Raises:
+        ValueError: an unknown ``scheduler``.
+    """
     if scheduler == "dask":
         return DaskExecutor(workers, **dask_options)
     if scheduler == "processes" and workers > 1:
@@ -152,7 +178,16 @@ def _indexed(fn: Callable[[Any], Any], pair: tuple[int, Any]) -> tuple[int, Any]
 def ordered_map(fn: Callable[[Any], Any], items: list[Any], workers: int, *, desc: str,
                 progress: bool = True, unit: str = "patch") -> list[Any]:
     """``[fn(item) for item in items]`` on a local process pool (serial for one worker), with a
-    progress bar; results in item order, whatever order they finish in."""
+    progress bar; results in item order, whatever order they finish in.
+
+    Args:
+        fn: a picklable function of one item.
+        items: the inputs.
+        workers: processes; one item, or one worker, runs in this process.
+        desc: the progress bar's label.
+        progress: show the progress bar.
+        unit: what the progress bar counts.
+    """
     results: list[Any] = [None] * len(items)
     with make_executor("processes", workers if len(items) > 1 else 1) as executor:
         for index, result in tqdm(executor.imap_unordered(partial(_indexed, fn), list(enumerate(items))),

@@ -118,7 +118,23 @@ def validate_tree(root: Path, on_invalid: str, workers: int, origins: dict[Path,
 
     Bad files are named by ``origins[path]`` (their source) where given, else by their path
     under ``out`` (the final output folder), else under ``root``. The returned errors carry
-    those names; the files themselves are deleted from ``root`` in ``skip`` mode.
+    those names; the files themselves are deleted from ``root`` in ``skip`` mode. The synthetic
+    truth folder (:data:`cropseg.synthetic.TRUTH_DIR`) is not validated.
+
+    Args:
+        root: the folder being filled (the temporary folder of :func:`cropseg.atomic.atomic_dir`).
+        on_invalid: ``data.on_invalid``: ``"error"`` or ``"skip"``.
+        workers: processes validating in parallel.
+        origins: source path of each file under ``root`` (the ``local`` source), if any.
+        out: the final output folder, to name files whose source is not in ``origins``.
+
+    Returns:
+        ``(valid, invalid)``: the valid patches' infos, in path order, and the skipped files'
+        errors, named as above.
+
+    Raises:
+        FetchError: a file is invalid and ``on_invalid`` is ``"error"`` (the message lists every
+            bad file with its defects).
     """
     paths = [p for p in find_patches(root) if TRUTH_DIR not in p.relative_to(root).parts[:1]]
     results = ordered_map(partial(_validate, root=root), paths, workers, desc="validate")
@@ -146,8 +162,23 @@ def _write_invalid_report(invalid: list[InvalidPatch], root: Path) -> None:
 def fetch_s4a(data: Data, out: str | Path, workers: int | None = None) -> FetchSummary:
     """Fill ``out`` (``data/netcdf``) from ``data.source``, validate, index; atomically.
 
-    Every failure is a :class:`FetchError` whose message ends with how to restore the previous
-    output, since ``dvc repro`` deleted it before running the stage.
+    Every :class:`FetchError` message ends with how to restore the previous output, since
+    ``dvc repro`` deleted it before running the stage.
+
+    Args:
+        data: the ``data`` params (source, filters, ``on_invalid`` and the source's section).
+        out: the output folder, replaced as a whole only when the fetch succeeds.
+        workers: processes for generating and validating; :func:`cropseg.executor.default_workers`
+            when ``None``.
+
+    Returns:
+        The stage's summary: source, valid and skipped patches, bytes, seconds.
+
+    Raises:
+        FetchError: invalid files (with ``on_invalid: error``), no valid patch, a missing or
+            ambiguous ``local`` folder, or a ``huggingface`` checksum mismatch or empty selection.
+        RuntimeError: another ``huggingface`` failure, as :func:`cropseg.hf.download_patches`
+            raises it (listing or a download failed for good).
     """
     try:
         return _fetch(data, Path(out), workers or default_workers())

@@ -29,6 +29,7 @@ Bounds = tuple[float, float, float, float]  # left, bottom, right, top in the mo
 
 
 def pyplot():
+    """``matplotlib.pyplot`` on the Agg backend (imported here, on first use)."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -56,7 +57,14 @@ def _compact(count: int) -> str:
 
 
 def plot_confusion(matrix: np.ndarray, class_names: tuple[str, ...], path: Path, title: str) -> None:
-    """Rows = true classes (background left out), columns = predicted classes; colour = share of the row."""
+    """Rows = true classes (background left out), columns = predicted classes; colour = share of the row.
+
+    Args:
+        matrix: ``(C, C)`` pixel counts, rows truth, columns prediction, background included.
+        class_names: the ``C`` class names, background first.
+        path: the PNG to write.
+        title: the figure's title.
+    """
     plt = pyplot()
     counts = matrix[1:]
     totals = counts.sum(1, keepdims=True)
@@ -84,7 +92,14 @@ def plot_confusion(matrix: np.ndarray, class_names: tuple[str, ...], path: Path,
 
 
 def plot_per_class_f1(table: pd.DataFrame, path: Path, title: str) -> None:
-    """Horizontal F1 bars per class (and clean-truth F1 beside them), support written at the end."""
+    """Horizontal F1 bars per class (and clean-truth F1 beside them), support written at the end.
+
+    Args:
+        table: one row per class with ``name``, ``f1``, ``support`` and, when there is a clean
+            truth, ``clean_f1`` (the evaluate stage's per-class table).
+        path: the PNG to write.
+        title: the figure's title.
+    """
     plt = pyplot()
     has_clean = "clean_f1" in table.columns
     n = len(table)
@@ -112,7 +127,15 @@ def plot_per_class_f1(table: pd.DataFrame, path: Path, title: str) -> None:
 
 
 def rgb_composite(dataset: SubPatchDataset, patch: int) -> tuple[np.ndarray, str]:
-    """Stitched ``(H, W, 3)`` image in 0..1 of the middle month of the loader's months, and its caption."""
+    """Stitched ``(H, W, 3)`` image in 0..1 of the middle month of the loader's months, and its caption.
+
+    B04/B03/B02 stretched between their 2nd and 98th percentiles; without all three, the first
+    band in grey.
+
+    Args:
+        dataset: the dataset the patch belongs to (its store, bands and months).
+        patch: the patch's position in ``dataset.records``.
+    """
     bands = list(dataset.meta["bands"])
     chosen = [bands.index(b) for b in RGB_BANDS if b in bands]
     names = [b for b in RGB_BANDS if b in bands]
@@ -133,7 +156,17 @@ def rgb_composite(dataset: SubPatchDataset, patch: int) -> tuple[np.ndarray, str
 
 def plot_previews(previews: list[tuple[int, np.ndarray, np.ndarray]], dataset: SubPatchDataset, label_set: LabelSet,
                   scores: pd.DataFrame, path: Path, title: str = "Test patches") -> None:
-    """One row per patch: RGB of one month, truth, prediction (faded off parcels), errors; class legend."""
+    """One row per patch: RGB of one month, truth, prediction (faded off parcels), errors; class legend.
+
+    Args:
+        previews: ``(patch position, truth, prediction)`` per row: full-patch model-class maps.
+        dataset: the dataset the patches belong to (for the RGB and the names).
+        label_set: the model's classes and names.
+        scores: one row per patch of ``dataset`` with ``pixels``, ``correct``, ``accuracy`` and
+            ``weighted_f1`` (the evaluate stage's patch scores).
+        path: the PNG to write.
+        title: the figure's title.
+    """
     plt = pyplot()
     from matplotlib.patches import Patch
 
@@ -190,7 +223,18 @@ def plot_mosaic(vrt: Path, bounds: dict[str, Bounds], truth: dict[str, np.ndarra
                 colours: np.ndarray, path: Path, title: str, zoomed: int = 2) -> None:
     """The mosaic read back through its VRT (nearest, at most PREVIEW_MAX_SIDE px) beside the labels,
     then up to ``zoomed`` of its patches at full resolution (also read through the VRT); ``bounds``: each
-    patch's box in the mosaic's CRS (:attr:`cropseg.georef.PatchGrid.bounds`)."""
+    patch's box in the mosaic's CRS (:attr:`cropseg.georef.PatchGrid.bounds`).
+
+    Args:
+        vrt: the tile-year mosaic.
+        bounds: patch path -> its box, for every patch of the mosaic.
+        truth: patch path -> its full-patch label map (model classes), for the same patches.
+        names: the class names, background first.
+        colours: RGB in 0..1, one row per class.
+        path: the PNG to write (atomically; folders are created).
+        title: the start of each overview panel's title.
+        zoomed: how many patches (the first by path) to show at full resolution.
+    """
     import rasterio
     from matplotlib.colors import ListedColormap
     from matplotlib.patches import Patch, Rectangle

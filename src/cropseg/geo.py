@@ -58,13 +58,29 @@ def country_of(tile: str) -> str:
     return S4A_COUNTRIES.get(tile, "XX")
 
 
-def parse_epsg(crs_attr: str) -> int:
-    """EPSG code from an S4A ``crs`` attribute such as ``+init=epsg:32631`` or ``EPSG:32631``."""
+def parse_epsg(crs_attr: str) -> int | None:
+    """EPSG code from an S4A ``crs`` attribute such as ``+init=epsg:32631`` or ``EPSG:32631``.
+
+    Returns:
+        The code, or None for a CRS that has none (a custom PROJ string).
+
+    Raises:
+        pyproj.exceptions.CRSError: the text is not a CRS.
+    """
     return CRS.from_user_input(crs_attr.replace("+init=", "")).to_epsg()
 
 
 def footprint_lonlat(epsg: int, x_min: float, y_min: float, x_max: float, y_max: float,
                      densify: int = 8) -> tuple[float, float, float, float]:
-    """Bounding box (lon_min, lat_min, lon_max, lat_max) of a map rectangle, edges densified."""
+    """Bounding box (lon_min, lat_min, lon_max, lat_max) of a map rectangle, edges densified.
+
+    Args:
+        epsg: the rectangle's CRS (a UTM zone for S4A).
+        x_min: west edge, in that CRS.
+        y_min: south edge.
+        x_max: east edge.
+        y_max: north edge.
+        densify: points added along each edge before transforming, so curved edges are covered.
+    """
     transformer = Transformer.from_crs(epsg, 4326, always_xy=True)
     return transformer.transform_bounds(x_min, y_min, x_max, y_max, densify_pts=densify)

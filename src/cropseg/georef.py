@@ -9,6 +9,23 @@ y = d*col + e*row + f), the order ``xarray.open_rasterio`` wrote; a GDAL-ordered
 (https://rasterio.readthedocs.io/en/latest/topics/migrating-to-v1.html#affine-affine-vs-gdal-style-geotransforms).
 Without a ``transform`` the grid follows from the ``x`` / ``y`` coordinate variables (pixel
 centres, regular spacing).
+
+Why a second grid reader next to :mod:`cropseg.label_grid`: the two answer different questions.
+This one gives ``predict`` what it needs to write a GeoTIFF that lines up pixel for pixel: a CRS
+(any that rasterio parses, EPSG code or not), the affine transform as published (the ``transform``
+attribute wins over ``x``/``y``), the raster's height and width; it refuses grids a GeoTIFF of
+ours cannot carry (rotated or not north-up) and, without a ``transform``, coordinates that give no
+regular pixel size (irregular, or a single value).
+:mod:`cropseg.label_grid` gives ``fetch_dem`` and the split's patch table only bounds and a UTM
+EPSG code (to reproject the bounds to lon/lat or into a DEM tile's CRS, and to record the zone in
+the table): it reads ``x``/``y`` only, needs
+an EPSG code, and places a one-pixel axis with S4A's 10 m spacing. Both read ``crs`` through
+:func:`cropseg.s4a.raster_attribute`, so they find it in the same place; on a published patch
+(transform and pixel centres agreeing) :attr:`PatchGrid.bounds` equals
+:attr:`cropseg.label_grid.LabelGrid.bounds` (tests/test_s4a_format.py checks it on the fixture
+files). They are not merged because each refuses files the other accepts and computes its bounds
+by another route (transform vs. coordinates, which can differ in the last bits): one reader would
+change the DEM footprints, the patch table or predict's GeoTIFFs, and the errors the stages give.
 """
 
 from __future__ import annotations
@@ -78,7 +95,20 @@ def _from_coordinates(group, path: Path) -> Affine:
 
 
 def read_patch_grid(path: str | Path) -> PatchGrid:
-    """The grid of the patch's 10 m ``labels`` raster (which the 10 m medians share)."""
+    """The grid of the patch's 10 m ``labels`` raster (which the 10 m medians share).
+
+    Args:
+        path: an S4A netCDF patch.
+
+    Returns:
+        Its CRS, the transform (from the ``transform`` attribute, else from ``x``/``y``), and the
+        ``labels`` variable's height and width.
+
+    Raises:
+        GeorefError: the file cannot be opened; the ``labels`` group or variable, or the ``crs``
+            attribute, is missing; the CRS or transform cannot be parsed; without a transform, the
+            coordinates are missing, single-valued or irregular; or the grid is not north-up.
+    """
     path = Path(path)
     try:
         dataset = netCDF4.Dataset(path)

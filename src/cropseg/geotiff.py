@@ -52,7 +52,20 @@ def confidence_uint8(max_probability: np.ndarray) -> np.ndarray:
 
 def write_patch_cog(path: Path, classes: np.ndarray, confidence: np.ndarray, grid: PatchGrid,
                     class_names: Sequence[str], colours: np.ndarray, tags: dict[str, str] | None = None) -> None:
-    """One patch's prediction as a two-band uint8 COG on ``grid`` (see the module docstring)."""
+    """One patch's prediction as a two-band uint8 COG on ``grid`` (see the module docstring).
+
+    Args:
+        path: the COG to write (replaced through a temporary sibling; folders are created).
+        classes: model class per pixel, ``(grid.height, grid.width)``.
+        confidence: band 2, already encoded (:func:`confidence_uint8`), same shape.
+        grid: the patch's grid (:func:`cropseg.georef.read_patch_grid`).
+        class_names: name of each model class, background first.
+        colours: RGB(A) in 0..1, one row per class (:func:`colour_table`).
+        tags: extra dataset metadata (model, label set, ...).
+
+    Raises:
+        ValueError: ``classes`` or ``confidence`` does not have the grid's shape.
+    """
     if classes.shape != (grid.height, grid.width) or confidence.shape != classes.shape:
         raise ValueError(f"{path}: prediction {classes.shape} / confidence {confidence.shape} do not match the "
                          f"patch grid {grid.height}x{grid.width}")
@@ -96,7 +109,17 @@ def _mosaic_grid(grids: Sequence[PatchGrid]) -> tuple[float, float, float, float
 
 def write_vrt(path: Path, sources: Sequence[tuple[str, PatchGrid]], class_names: Sequence[str],
               colours: np.ndarray) -> None:
-    """A GDAL VRT mosaic of patch COGs (``sources``: path relative to the VRT, grid)."""
+    """A GDAL VRT mosaic of patch COGs (``sources``: path relative to the VRT, grid).
+
+    Args:
+        path: the ``.vrt`` file, written atomically.
+        sources: ``(path relative to the VRT, grid)`` of each patch COG.
+        class_names: name of each model class, background first.
+        colours: RGB(A) in 0..1, one row per class.
+
+    Raises:
+        ValueError: the patches differ in CRS or resolution (one mosaic is one tile's grid).
+    """
     grids = [grid for _, grid in sources]
     left, top, xres, yres, width, height = _mosaic_grid(grids)
     palette = "".join(f'<Entry c1="{r}" c2="{g}" c3="{b}" c4="{a}"/>'

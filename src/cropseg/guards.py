@@ -16,7 +16,17 @@ import numpy as np
 
 
 def split_problems(train_counts: Sequence[int], val_counts: Sequence[int], class_names: Sequence[str]) -> list[str]:
-    """Problems of a split for a label set, from per-model-class pixel counts (index 0: background)."""
+    """Problems of a split for a label set, from per-model-class pixel counts (index 0: background).
+
+    Args:
+        train_counts: training pixels per model class.
+        val_counts: validation pixels per model class.
+        class_names: the label set's class names, background first.
+
+    Returns:
+        One sentence per problem (a class with no training pixel, fewer than two classes in
+        val); empty when there is none.
+    """
     train, val = np.asarray(train_counts), np.asarray(val_counts)
     problems = []
     missing = [class_names[k] for k in range(1, len(class_names)) if train[k] == 0]
@@ -30,7 +40,16 @@ def split_problems(train_counts: Sequence[int], val_counts: Sequence[int], class
 
 
 def suspicious_best(best_epoch: int, first_epoch: int, best_f1: float) -> str:
-    """A warning when the kept model is the first validated one with a perfect val F1."""
+    """A warning when the kept model is the first validated one with a perfect val F1.
+
+    Args:
+        best_epoch: the epoch of the kept model.
+        first_epoch: the first epoch that was validated.
+        best_f1: the kept model's val weighted F1.
+
+    Returns:
+        The warning, or ``""``.
+    """
     if best_epoch == first_epoch and best_f1 >= 1.0 - 1e-9:
         return (f"warning: val weighted F1 is 1.0 at the first validation (epoch {best_epoch}) and that model is "
                 f"kept: check that the val split holds several classes")

@@ -22,9 +22,10 @@ Why it works this way:
   ``dest_root/YYYY/TILE/name.nc`` (copied when the two are on different file systems).
 
 Network errors (connection, timeout, HTTP 408/429/5xx) are retried with exponential backoff
-(``backoff_s``, doubled each time: :func:`cropseg.download.backoff_delay`, the DEM download's
-policy); errors the Hub gives as final (repo, revision or file not found, no access, offline
-mode) are not.
+(``backoff_s``, doubled each time, capped at :data:`MAX_BACKOFF_S`: the
+:class:`cropseg.download.RetryPolicy` the DEM download uses too); errors the Hub gives as final
+(repo, revision or file not found, no access, offline mode) are not. A checksum mismatch is
+retried by the same policy.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ from huggingface_hub.hf_api import RepoFile
 from huggingface_hub.utils import silent_tqdm
 from tqdm import tqdm
 
-from .download import backoff_delay
+from .download import RetryPolicy
 from .files import link_or_copy
 from .params import Data, HuggingFaceData
 from .s4a import PatchName, parse_patch_name
@@ -91,7 +92,19 @@ class RemotePatch:
 
 
 def file_checksum(path: str | Path, algorithm: Literal["sha256", "git-sha1"]) -> str:
-    """Hex checksum of a file as the Hub lists it: sha256 of the content, or the git blob sha1."""
+    """Hex checksum of a file as the Hub lists it: sha256 of the content, or the git blob sha1.
+
+    Args:
+        path: the file.
+        algorithm: ``"sha256"`` (LFS files: sha256 of the content) or ``"git-sha1"`` (plain git
+            files: sha1 of ``b"blob <size>\\0" + content``).
+
+    Returns:
+        The lowercase hex digest.
+
+    Raises:
+        ValueError: ``algorithm`` is neither.
+    """
     path = Path(path)
     if algorithm == "sha256":
         digest = hashlib.sha256(usedforsecurity=False)
@@ -138,21 +151,21 @@ def is_transient(error: BaseException) -> bool:
     return isinstance(error, OSError) and error.errno is None
 
 
-def _backoff(cfg: HuggingFaceData, attempt: int) -> float:
-    return backoff_delay(cfg.backoff_s, attempt, MAX_BACKOFF_S)
+def _policy(cfg: HuggingFaceData) -> RetryPolicy:
+    return RetryPolicy(cfg.retries, cfg.backoff_s, MAX_BACKOFF_S)
 
 
 def _with_retries(cfg: HuggingFaceData, what: str, call: Callable[[], T]) -> T:
-    for attempt in range(cfg.retries + 1):
+    """``call()``, retried under :func:`_policy` while it raises a transient error; the last error is raised."""
+    policy = _policy(cfg)
+    for attempt in policy.attempts():
         try:
             return call()
         except Exception as error:
-            if attempt == cfg.retries or not is_transient(error):
+            if policy.is_last(attempt) or not is_transient(error):
                 raise
-            delay = _backoff(cfg, attempt)
             logger.warning("%s failed (%s: %s); retry %d/%d in %.3g s",
-                           what, type(error).__name__, error, attempt + 1, cfg.retries, delay)
-            time.sleep(delay)
+                           what, type(error).__name__, error, attempt + 1, cfg.retries, policy.delay(attempt))
     raise AssertionError("unreachable")
 
 
@@ -164,9 +177,24 @@ def _describe(data: Data) -> str:
 def list_patches(data: Data, api: HfApi | None = None) -> tuple[str, list[RemotePatch], list[RemotePatch]]:
     """Resolve ``data.huggingface.revision`` and list the repo's S4A patch files.
 
-    Returns ``(commit, selected, all_patches)``: ``selected`` passes ``data.years``/``data.tiles``,
-    is sorted by ``YYYY/TILE/name.nc`` and cut to ``data.limit``. Files are recognised by their
-    name only (``YYYY_TILE_patch_XX_YY.nc``), wherever they are in the repo.
+    Files are recognised by their name only (``YYYY_TILE_patch_XX_YY.nc``), wherever they are in
+    the repo. Resolving and listing are retried on transient errors (:func:`is_transient`).
+
+    Args:
+        data: the ``data`` params: ``huggingface`` (repo, revision, retries, cache) and the
+            ``years``/``tiles``/``limit`` filters.
+        api: the Hub client; a default :class:`~huggingface_hub.HfApi` when ``None``.
+
+    Returns:
+        ``(commit, selected, all_patches)``: the resolved commit; the patches passing
+        ``data.years``/``data.tiles``, sorted by ``YYYY/TILE/name.nc`` and cut to ``data.limit``;
+        and every patch file of the repo, in the same order.
+
+    Raises:
+        RuntimeError: the repo or revision does not exist, or listing failed for good (final
+            error or retries used up; the message points at the network, ``HF_ENDPOINT`` and
+            ``HF_HUB_OFFLINE``).
+        ValueError: a selected patch name occurs at more than one path in the repo.
     """
     hub = data.huggingface
     api = api or HfApi()
@@ -245,17 +273,35 @@ def _evict(pointer: Path, blob: Path) -> None:
 
 
 def fetch_patch(patch: RemotePatch, commit: str, cfg: HuggingFaceData, dest_root: Path) -> Path:
-    """Download one patch into the cache (retrying), verify its checksum, place it under ``dest_root``."""
+    """Download one patch into the cache (retrying), verify its checksum, place it under ``dest_root``.
+
+    A file found in the cache is checked like a fresh one; a mismatch evicts it and counts as a
+    failed attempt.
+
+    Args:
+        patch: the file to fetch, with its expected checksum.
+        commit: the resolved commit it is downloaded at.
+        cfg: ``data.huggingface`` (repo, cache folder, retries, backoff).
+        dest_root: the folder the patch is placed under, at ``YYYY/TILE/name.nc``.
+
+    Returns:
+        The placed path, hard-linked from the cache blob (copied across file systems).
+
+    Raises:
+        ChecksumMismatch: the content still differs from the listed checksum after
+            ``cfg.retries`` retries.
+        RuntimeError: the download failed with a final error, or with transient ones until the
+            retries were used up.
+    """
     found: str | None = None
-    for attempt in range(cfg.retries + 1):
-        if attempt:
-            time.sleep(_backoff(cfg, attempt - 1))
+    policy = _policy(cfg)
+    for attempt in policy.attempts():
         try:
             pointer = Path(hf_hub_download(
                 cfg.repo_id, patch.repo_path, repo_type=REPO_TYPE, revision=commit,
                 cache_dir=cfg.cache_dir, tqdm_class=silent_tqdm))
         except Exception as error:
-            if attempt == cfg.retries or not is_transient(error):
+            if policy.is_last(attempt) or not is_transient(error):
                 raise RuntimeError(f"{cfg.repo_id}/{patch.repo_path}: download failed after {attempt + 1} "
                                    f"attempt(s): {type(error).__name__}: {error}") from error
             logger.warning("%s: download failed (%s: %s); retry %d/%d", patch.repo_path,
@@ -277,9 +323,21 @@ def download_patches(data: Data, dest_root: Path) -> list[Path]:
     """Fetch the S4A patches selected by ``data`` from ``data.huggingface.repo_id`` into ``dest_root``.
 
     Each file lands at ``dest_root/YYYY/TILE/YYYY_TILE_patch_XX_YY.nc``, checksum-verified,
-    hard-linked from the download cache. Returns the placed paths, sorted. Raises
-    :class:`NoMatchingPatches` when no patch passes the filters, :class:`ChecksumMismatch` when a file
-    stays corrupt after the retries, ``RuntimeError`` for other download failures.
+    hard-linked from the download cache; ``data.huggingface.workers`` files are fetched at once.
+
+    Args:
+        data: the ``data`` params (repo, revision, filters, retries, cache folder, workers).
+        dest_root: the folder the patches are placed under; created as needed.
+
+    Returns:
+        The placed paths, sorted.
+
+    Raises:
+        NoMatchingPatches: no patch of the repo passes the filters.
+        ChecksumMismatch: a file stays corrupt after the retries.
+        RuntimeError: listing or a download failed otherwise (see :func:`list_patches`,
+            :func:`fetch_patch`).
+        ValueError: a selected patch name occurs twice in the repo.
     """
     hub = data.huggingface
     dest_root = Path(dest_root)

@@ -6,6 +6,14 @@ place a patch by the ``x``/``y`` pixel centres of its ``labels`` group, in the U
 :func:`cropseg.s4a.raster_attribute`); the bounds extend half a pixel beyond the outer centres.
 Both read it here, so both refuse the same files with the same messages (a CRS without an EPSG
 code included). Each stage wraps :class:`LabelGridError` in its own error class.
+
+``predict`` places its output with another reader, :func:`cropseg.georef.read_patch_grid`, on
+purpose: it needs the affine transform as published (the ``transform`` attribute first), the
+raster size and a north-up grid to write GeoTIFFs, while the readers here need only bounds and an
+EPSG code, taken from the pixel centres. Both look ``crs`` up through
+:func:`cropseg.s4a.raster_attribute`, and on a published patch both give the same bounds; why
+they are not one reader (what each accepts, and how each computes the bounds) is written in
+:mod:`cropseg.georef`.
 """
 
 from __future__ import annotations

@@ -64,6 +64,9 @@ class LabelSet:
 
         numpy in -> numpy ``uint8`` out; torch in -> ``int64`` tensor on the same device (what
         ``nll_loss`` wants). Negative codes map to 0 too.
+
+        Raises:
+            TypeError: a numpy (or array-like) input whose dtype is not integer or bool.
         """
         last = len(self.lut) - 1
         if isinstance(codes, torch.Tensor):
@@ -86,7 +89,15 @@ class LabelSet:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "<dict>") -> LabelSet:
-        """Inverse of :meth:`to_dict`; validates like :func:`load_label_set`."""
+        """Inverse of :meth:`to_dict`; validates like :func:`load_label_set`.
+
+        Args:
+            data: ``{"name": ..., "classes": [...]}`` as :meth:`to_dict` writes it.
+            source: what to call it in error messages (e.g. the model file).
+
+        Raises:
+            LabelSetError: ``data`` is not a mapping with ``name``, or its classes are invalid.
+        """
         if not isinstance(data, dict) or "name" not in data:
             raise LabelSetError(f"{source}: expected a mapping with 'name' and 'classes'")
         return _build(str(data["name"]), {k: v for k, v in data.items() if k != "name"}, source)
@@ -104,11 +115,20 @@ def _hint(path: Path) -> str:
 
 
 def load_label_set(name: str, root: str | Path = "configs/labels") -> LabelSet:
-    """Read and validate ``root/NAME.yaml``.
+    """Read and validate ``root/NAME.yaml`` (either format, see the module docs).
 
-    Raises :class:`LabelSetError` for an unknown name (listing the available sets), a missing or
-    misspelt key, a class named ``background``, a duplicate class name, a non-positive code, or
-    a code listed in two classes; each message names the file and the entry.
+    Args:
+        name: the label set (``labels.name`` in ``params.yaml``).
+        root: the folder of label set files.
+
+    Returns:
+        The label set, with its lookup table built.
+
+    Raises:
+        LabelSetError: an unknown name (listing the available sets), a file that is not YAML, a
+            missing or misspelt key, a class named ``background``, a duplicate class name, a
+            non-positive code, or a code listed in two classes; each message names the file and
+            the entry.
     """
     import yaml
 

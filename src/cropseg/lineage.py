@@ -44,13 +44,22 @@ def in_temporary_copy() -> bool:
 
 
 def experiment_name() -> str | None:
+    """``DVC_EXP_NAME`` (set by ``dvc exp run``), else None."""
     return os.environ.get("DVC_EXP_NAME") or None
 
 
 def git_state(cwd: str | Path = ".") -> dict[str, object]:
     """HEAD revision and whether tracked files differ from it, apart from :data:`DIRTY_IGNORED`
     (``dvc.lock`` and ``metrics/``: DVC and the earlier stages of the run write them;
-    ``params.yaml``: ``dvc exp run -S`` edits it, and the run records its params anyway)."""
+    ``params.yaml``: ``dvc exp run -S`` edits it, and the run records its params anyway).
+
+    Args:
+        cwd: where git runs; only tracked files under it are compared.
+
+    Returns:
+        ``{"revision", "dirty", "changed"}``: HEAD (None outside git), whether a tracked file
+        differs, and the first 50 changed paths.
+    """
     revision = _git(["rev-parse", "HEAD"], cwd)
     status = _git(["status", "--porcelain", "--untracked-files=no", "--", "."]
                   + [f":(exclude){p}" for p in DIRTY_IGNORED], cwd)
@@ -132,7 +141,15 @@ def remote_object_url(remote: str, md5: str) -> str:
 
 
 def missing_file_hint(path: str | Path) -> str:
-    """Why a file may be missing: in a queued experiment only committed or staged files exist."""
+    """Why a file may be missing: in a queued experiment only committed or staged files exist.
+
+    Args:
+        path: the missing file, relative to the working directory (or absolute inside it).
+
+    Returns:
+        A clause to append to the error message (``"; this is a queued experiment ..."``), or
+        ``""`` outside a temporary copy or for a path outside the working directory.
+    """
     if not in_temporary_copy():
         return ""
     relative = Path(path)

@@ -25,6 +25,15 @@ def class_weights(pixel_counts: Any, weight: float, *, weighted: bool = True) ->
     ``(1 - weight) * 1 + weight * w_c``. Background always gets 0. A class with zero count (it
     cannot contribute to the loss anyway, but may appear in validation) gets weight 1.
     ``weighted=False`` (``loss.weighted: false``) gives 1 for every class but background.
+
+    Args:
+        pixel_counts: as above, one entry per model class.
+        weight: the interpolation towards inverse frequency, 0 (uniform) .. 1 (``loss.class_weight``).
+        weighted: ``loss.weighted``.
+
+    Raises:
+        ValueError: ``pixel_counts`` is not 1-D with at least two entries, is negative or not
+            finite, or ``weight`` is outside [0, 1].
     """
     counts = np.asarray(pixel_counts, dtype=np.float64)
     if counts.ndim != 1 or counts.size < 2:

@@ -81,7 +81,12 @@ class MediansError(RuntimeError):
 
 
 def period_edges(year: int, freq: str) -> np.ndarray:
-    """The bin edges of ``year`` as int64 nanoseconds since 1970 (``len - 1`` periods)."""
+    """The bin edges of ``year`` as int64 nanoseconds since 1970 (``len - 1`` periods).
+
+    Args:
+        year: the patch year (``patch_year``).
+        freq: ``medians.freq``, a pandas offset alias (``1MS``: calendar months).
+    """
     edges = pd.date_range(f"{year}-01-01", f"{year + 1}-01-01", freq=freq)
     return edges.as_unit("ns").asi8.copy()
 
@@ -132,6 +137,9 @@ def median_network(n: int) -> tuple[tuple[int, int, bool, bool], ...]:
     dropped, and only the needed output (min into ``lo``, max into ``hi``) is computed. For even
     ``n`` the last comparator between the two middle positions is dropped too: their sum is all
     the median needs.
+
+    Raises:
+        ValueError: ``n`` is below 1.
     """
     if n < 1:
         raise ValueError("a median needs at least one value")
@@ -227,7 +235,21 @@ def _open_with_year(path: Path) -> tuple[netCDF4.Dataset, int]:
 
 
 def compute_patch(path: str | Path, params: Medians) -> PatchMedians:
-    """Read one S4A netCDF file and compute its medians and labels (see the module docstring)."""
+    """Read one S4A netCDF file and compute its medians and labels (see the module docstring).
+
+    Args:
+        path: the patch file.
+        params: the ``medians`` params (bands, freq, window, dtype).
+
+    Returns:
+        The medians ``(sub_y, sub_x, periods, bands, window, window)`` (float32, or uint16 with
+        ``dtype: uint16``), the labels cut alike, the patch year and size.
+
+    Raises:
+        MediansError: the file cannot be decoded, lacks ``patch_year``, a group, variable or
+            time coordinate; a shape, dtype or fill value is wrong; the patch is not square or
+            ``window`` does not divide it; or a band has acquisitions in fewer than two periods.
+    """
     path = Path(path)
     window = params.window
     dataset, year = _open_with_year(path)
@@ -322,7 +344,16 @@ def compute_patch(path: str | Path, params: Medians) -> PatchMedians:
 
 def read_header(path: str | Path, window: int) -> tuple[int, int]:
     """``(size, year)`` of one patch, from its attributes and the labels' shape (nothing decoded):
-    what the store plan needs to place every patch before any is computed."""
+    what the store plan needs to place every patch before any is computed.
+
+    Args:
+        path: the patch file.
+        window: ``medians.window``, which must divide the patch side.
+
+    Raises:
+        MediansError: the file cannot be decoded, lacks ``patch_year`` or the ``labels``
+            variable, or its labels are not square with a side ``window`` divides.
+    """
     path = Path(path)
     dataset, year = _open_with_year(path)
     with dataset:
@@ -343,7 +374,22 @@ def _header_task(relpath: str, netcdf_root: str, window: int) -> tuple[str, int,
 
 def process_patch(slot: PatchSlot, netcdf_root: str, out_root: str, params: Medians) -> dict[str, Any]:
     """Compute one patch and write it into its planned place in a shard; return its pixel counts
-    per sub-patch and code (for the index) and its bytes."""
+    per sub-patch and code (for the index) and its bytes.
+
+    Args:
+        slot: the patch's place in the store (:func:`cropseg.store.plan_store`).
+        netcdf_root: the folder ``slot.path`` is relative to.
+        out_root: the store folder being filled, its shards already created.
+        params: the ``medians`` params.
+
+    Returns:
+        ``{"row", "counts", "bytes"}``: the slot's row, :func:`cropseg.store.code_counts` of its
+        labels, and the bytes of its two blocks.
+
+    Raises:
+        MediansError: the patch cannot be computed (:func:`compute_patch`), or its arrays do not
+            have the planned shapes.
+    """
     result = compute_patch(Path(netcdf_root) / slot.path, params)
     try:
         write_block(out_root, slot, result.medians, result.labels)
@@ -376,7 +422,19 @@ def store_meta(params: Medians, years: list[int]) -> dict[str, Any]:
 
 def plan_medians(netcdf_root: Path, relpaths: list[str], params: Medians, executor: Executor,
                  shard_bytes: int, progress: bool) -> StorePlan:
-    """Read every patch's size and year (in parallel) and place it in the store."""
+    """Read every patch's size and year (in parallel) and place it in the store.
+
+    Args:
+        netcdf_root: the fetched patches (its ``index.csv`` gives each patch's tile).
+        relpaths: the patches to place, relative to ``netcdf_root``.
+        params: the ``medians`` params (bands, freq, window, dtype).
+        executor: runs :func:`read_header` on every patch.
+        shard_bytes: the shard size cap (:func:`cropseg.store.plan_store`).
+        progress: show a progress bar.
+
+    Raises:
+        MediansError: a header cannot be read (:func:`read_header`).
+    """
     tiles = {info.path: info.tile for info in read_index(netcdf_root / INDEX_FILE)}
     task = functools.partial(_header_task, netcdf_root=str(netcdf_root.resolve()), window=params.window)
     headers = list(tqdm(executor.imap_unordered(task, relpaths), total=len(relpaths), desc="medians plan",
@@ -399,6 +457,20 @@ def run_medians(netcdf_root: str | Path, out: str | Path, params: Medians, *,
     worker writing its patch at its planned offset. The bytes depend on the inputs and params only,
     never on the order tasks finish in. On any error the previous ``out`` (if any) is left untouched
     and no partial output remains.
+
+    Args:
+        netcdf_root: the fetched patches with their ``index.csv``.
+        out: the store folder (``data/medians``).
+        params: the ``medians`` params.
+        executor: where the per-patch tasks run; made from ``params`` (and closed) when ``None``.
+        progress: show progress bars.
+        shard_bytes: the shard size cap.
+
+    Returns:
+        The stage's summary: patches, seconds, bytes, executor, shards.
+
+    Raises:
+        MediansError: ``index.csv`` is missing or empty, or a patch cannot be read or computed.
     """
     netcdf_root = Path(netcdf_root)
     index_path = netcdf_root / INDEX_FILE
@@ -436,7 +508,11 @@ def run_medians(netcdf_root: str | Path, out: str | Path, params: Medians, *,
 
 
 def read_meta(root: str | Path) -> dict[str, Any]:
-    """``store.json``: bands, freq, window, dtype, periods per year, shards, code vocabulary."""
+    """``store.json``: bands, freq, window, dtype, periods per year, shards, code vocabulary.
+
+    Raises:
+        MediansError: there is no ``store.json`` under ``root``.
+    """
     path = Path(root) / STORE_FILE
     if not path.is_file():
         raise MediansError(f"{path}: not found (run the medians stage)")

@@ -21,7 +21,11 @@ import torch.distributed as dist
 
 
 def crop_border(tensor: torch.Tensor, border: int = 5) -> torch.Tensor:
-    """``tensor[..., border:-border, border:-border]`` (a view): the centre of the last two dims."""
+    """``tensor[..., border:-border, border:-border]`` (a view): the centre of the last two dims.
+
+    Raises:
+        ValueError: ``border`` is negative or leaves no pixel.
+    """
     if border == 0:
         return tensor
     h, w = tensor.shape[-2:]
@@ -63,6 +67,16 @@ def confusion_counts(
     ``pred``: class indices shaped like ``target`` (or log-probabilities ``(N, C, ...)``, argmax
     taken). Pixels with target 0 and, if given, where ``mask`` (broadcast to ``target``) is False
     are left out. Prediction 0 (background) counts, as a wrong prediction.
+
+    Args:
+        pred: as above.
+        target: model classes; values at or above ``n_classes`` are left out like 0.
+        n_classes: model classes, background included.
+        mask: where to score, broadcast to ``target``; everywhere when None.
+
+    Raises:
+        ValueError: ``pred`` and ``target`` shapes do not match, or (checked on the CPU only) a
+            scored prediction is outside ``0..n_classes - 1``.
     """
     pred, target, valid = _valid_pairs(pred, target, n_classes, mask)
     idx = target[valid] * n_classes + pred[valid]
@@ -75,7 +89,7 @@ def per_sample_confusion(
     """``(N, n_classes, n_classes)``: :func:`confusion_counts` of each sample, in one bincount.
 
     Summed over N it equals the batch's :func:`confusion_counts` (per-patch scores add up to the
-    global ones).
+    global ones). Arguments and errors as :func:`confusion_counts`; dim 0 is the sample.
     """
     pred, target, valid = _valid_pairs(pred, target, n_classes, mask)
     n = target.shape[0]
@@ -129,6 +143,15 @@ class ConfusionMatrix:
     """
 
     def __init__(self, n_classes: int, device: torch.device | str = "cpu") -> None:
+        """An all-zero matrix.
+
+        Args:
+            n_classes: model classes, background included.
+            device: where the matrix lives; batches are moved there.
+
+        Raises:
+            ValueError: ``n_classes`` is below 2.
+        """
         if n_classes < 2:
             raise ValueError(f"need background and at least one class, got n_classes={n_classes}")
         self.n_classes = n_classes
@@ -142,7 +165,12 @@ class ConfusionMatrix:
 
     @torch.no_grad()
     def update(self, pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> None:
-        """Add a batch: see :func:`confusion_counts` for ``pred``, ``target`` and ``mask``."""
+        """Add a batch: see :func:`confusion_counts` for ``pred``, ``target`` and ``mask``.
+
+        Raises:
+            RuntimeError: the matrix was synced already (call :meth:`reset` first).
+            ValueError: as :func:`confusion_counts`.
+        """
         if self._synced:
             raise RuntimeError("ConfusionMatrix.update after sync(): reset() first")
         self.matrix += confusion_counts(pred.to(self.device), target.to(self.device), self.n_classes, mask)

@@ -31,6 +31,14 @@ def init_head_bias(head: nn.Conv2d, class_frequencies: Any) -> None:
     ``class_frequencies``: counts or frequencies over the model classes, background (entry 0)
     included; they are normalised over classes 1.. (entry 0 is ignored). Background and classes
     with zero frequency get :data:`BACKGROUND_FREQUENCY`.
+
+    Args:
+        head: the model's 1x1 classification conv (one output channel per class).
+        class_frequencies: as above, one entry per output channel.
+
+    Raises:
+        ValueError: the frequencies do not have one entry per class, are negative or not finite,
+            or are all zero outside background.
     """
     freq = torch.as_tensor(np.asarray(class_frequencies, dtype=np.float64))
     if freq.shape != (head.out_channels,):
@@ -60,6 +68,13 @@ def norm(channels: int, kind: str = "precise") -> nn.BatchNorm2d:
     ``batch``: no running statistics, eval mode normalises with the statistics of the batch at
     hand (a form of test-time adaptation): predictions change with batch size and batch mates.
     The measurement behind the default is in the README (Training, "BatchNorm").
+
+    Args:
+        channels: the feature channels normalised.
+        kind: ``precise`` or ``batch`` (``model.norm``).
+
+    Raises:
+        ValueError: an unknown ``kind``.
     """
     if kind not in NORMS:
         raise ValueError(f"unknown norm {kind!r}; expected one of {', '.join(NORMS)}")
@@ -90,6 +105,19 @@ class UNet(nn.Module):
 
     def __init__(self, bands: int, months: int, n_classes: int, width: int, depth: int,
                  norm: str = "precise") -> None:
+        """Build the layers.
+
+        Args:
+            bands: input bands B.
+            months: input periods T (the input has ``T * B`` channels).
+            n_classes: output classes, background included.
+            width: channels of the first level.
+            depth: down-samplings (0: no down-sampling).
+            norm: ``model.norm`` (:func:`norm`).
+
+        Raises:
+            ValueError: ``width`` below 1, ``depth`` below 0, or an unknown ``norm``.
+        """
         super().__init__()
         if depth < 0 or width < 1:
             raise ValueError(f"UNet needs width >= 1 and depth >= 0, got width={width}, depth={depth}")
@@ -131,6 +159,14 @@ class ConvSTARCell(nn.Module):
     """
 
     def __init__(self, c_in: int, hidden: int, kernel_size: int = 3, gate_bias: float = 1.0) -> None:
+        """Build the convolutions.
+
+        Args:
+            c_in: input channels per time step.
+            hidden: channels of the state ``h``.
+            kernel_size: side of the (odd, same-padded) convolutions.
+            gate_bias: the fixed offset added to the gate's pre-activation.
+        """
         super().__init__()
         self.hidden = hidden
         self.gate_bias = gate_bias
@@ -162,6 +198,20 @@ class ConvSTAR(nn.Module):
 
     def __init__(self, bands: int, months: int, n_classes: int, width: int, depth: int, kernel_size: int = 3,
                  norm: str = "precise") -> None:
+        """Build the layers.
+
+        Args:
+            bands: input bands per month.
+            months: input periods (any number works; accepted so every arch takes the same arguments).
+            n_classes: output classes, background included.
+            width: hidden channels of every layer.
+            depth: stacked layers.
+            kernel_size: side of the cells' convolutions.
+            norm: accepted and ignored (no BatchNorm here).
+
+        Raises:
+            ValueError: ``width`` or ``depth`` below 1.
+        """
         super().__init__()  # no BatchNorm: ``norm`` is accepted so every arch takes the same arguments
         if depth < 1 or width < 1:
             raise ValueError(f"ConvSTAR needs width >= 1 and depth >= 1, got width={width}, depth={depth}")
@@ -202,6 +252,23 @@ def build_model(
 
     The returned module carries ``model.config`` (plain types: arch and the arguments above
     except ``class_frequencies``), enough to rebuild it before loading a state dict.
+
+    Args:
+        arch: ``model.arch``, a key of :data:`MODELS`.
+        bands: input bands.
+        months: input periods.
+        n_classes: output classes, background included.
+        width: channels (first level of the U-Net, every layer of ConvSTAR).
+        depth: U-Net down-samplings, or ConvSTAR layers.
+        norm: ``model.norm`` (:func:`norm`).
+        class_frequencies: per-class counts for :func:`init_head_bias`; default init when None.
+
+    Returns:
+        The model, in training mode, on the CPU.
+
+    Raises:
+        ValueError: an unknown ``arch`` or ``norm``, ``bands``/``months``/``n_classes`` below 1,
+            invalid ``width``/``depth`` for the arch, or invalid ``class_frequencies``.
     """
     if arch not in MODELS:
         raise ValueError(f"unknown model arch {arch!r}; registered: {', '.join(sorted(MODELS))}")

@@ -56,7 +56,11 @@ class DemTile:
 
 
 def find_dem_tiles(dem_dir: str | Path | None) -> list[DemTile]:
-    """Every ``*.tif`` under ``dem_dir`` (sorted), with CRS and bounds; [] when there is none."""
+    """Every ``*.tif`` under ``dem_dir`` (sorted), with CRS and bounds; [] when there is none.
+
+    Raises:
+        PatchTableError: a GeoTIFF cannot be read or has no CRS.
+    """
     if dem_dir is None or not Path(dem_dir).is_dir():
         return []
     import rasterio  # imported here: only needed when there is a DEM
@@ -106,7 +110,16 @@ def _dem_values(tile: DemTile, bounds: tuple[float, float, float, float]) -> np.
 
 def elevation_stats(epsg: int, bounds: tuple[float, float, float, float],
                     tiles: list[DemTile]) -> tuple[float, float, float]:
-    """(mean, std, median) of the DEM over a UTM footprint; NaNs when no DEM pixel meets it."""
+    """(mean, std, median) of the DEM over a UTM footprint; NaNs when no DEM pixel meets it.
+
+    The first tile that contains the whole footprint is read alone; otherwise every tile meeting
+    it is, and their pixels are pooled.
+
+    Args:
+        epsg: the footprint's UTM EPSG code.
+        bounds: ``(x_min, y_min, x_max, y_max)`` in that CRS.
+        tiles: the DEM tiles (:func:`find_dem_tiles`).
+    """
     from rasterio.warp import transform_bounds
 
     nan = (math.nan, math.nan, math.nan)
@@ -134,7 +147,19 @@ def _largest(counts: dict[int, int]) -> tuple[int, int]:
 
 
 def patch_row(info: PatchInfo, root: str | Path, tiles: list[DemTile]) -> tuple[dict, dict[int, int]]:
-    """Facts of one patch and its pixel count per class code (reads its label map only)."""
+    """Facts of one patch and its pixel count per class code (reads its label map only).
+
+    Args:
+        info: the patch's ``index.csv`` row.
+        root: the folder ``info.path`` is relative to.
+        tiles: the DEM tiles, for the elevation columns ([] gives NaNs).
+
+    Returns:
+        ``(row, classes)``: the table's base columns for the patch, and pixels per S4A code.
+
+    Raises:
+        PatchTableError: the patch cannot be placed (:func:`cropseg.label_grid.read_label_grid`).
+    """
     try:
         grid = read_label_grid(Path(root) / info.path, labels=True)
     except LabelGridError as error:
@@ -172,7 +197,21 @@ def _frame(rows: list[dict], classes: list[dict[int, int]]) -> pd.DataFrame:
 
 def build_table(infos: list[PatchInfo], root: str | Path, dem_dir: str | Path | None = None,
                 workers: int = 1, progress: bool = True) -> pd.DataFrame:
-    """The per-patch table of ``infos`` (patches under ``root``), sorted by path."""
+    """The per-patch table of ``infos`` (patches under ``root``), sorted by path.
+
+    Args:
+        infos: the patches (``index.csv`` rows).
+        root: the folder their paths are relative to.
+        dem_dir: ``fetch_dem``'s output; no elevation (NaN columns) when ``None`` or absent.
+        workers: processes reading the patches.
+        progress: show a progress bar.
+
+    Returns:
+        The base columns and one ``pixels_<code>`` column per S4A code found.
+
+    Raises:
+        PatchTableError: a patch or a DEM tile cannot be read.
+    """
     tiles = find_dem_tiles(dem_dir)
     function = partial(patch_row, root=str(root), tiles=tiles)
     results = ordered_map(function, infos, workers, desc="patch table", progress=progress)
@@ -201,7 +240,12 @@ def write_table(table: pd.DataFrame, path: str | Path) -> None:
 
 def footprints_geojson(table: pd.DataFrame, properties: tuple[str, ...] = ("path", "year", "tile",
                        "patch_x", "patch_y", "split")) -> dict:
-    """GeoJSON FeatureCollection (EPSG:4326) of the patches' footprint polygons (UTM corners)."""
+    """GeoJSON FeatureCollection (EPSG:4326) of the patches' footprint polygons (UTM corners).
+
+    Args:
+        table: the per-patch table (``epsg`` and ``x_min .. y_max`` columns).
+        properties: columns copied into each feature's properties, where the table has them.
+    """
     features = []
     transformers: dict[int, Transformer] = {}
     for row in table.itertuples(index=False):

@@ -50,7 +50,20 @@ def recalibrate(model: nn.Module, dataset: SubPatchDataset, positions: np.ndarra
 
     Runs in train mode with ``momentum=None`` (a cumulative average over the calibration batches)
     and restores momentum and the training flag afterwards. Batches are equal-sized except the
-    last. Returns the number of batches (0 when the model has no population BatchNorm).
+    last.
+
+    Args:
+        model: the model whose population BatchNorms are recomputed, in place.
+        dataset: the training sub-patches.
+        positions: which of them (:func:`calibration_positions`).
+        batch_size: sub-patches per forward pass.
+        device: where the model is.
+        bf16: run the forward passes under bf16 autocast (as training does).
+        progress: show a progress bar.
+
+    Returns:
+        The number of batches (0 when the model has no population BatchNorm or ``positions`` is
+        empty).
     """
     norms = population_norms(model)
     if not norms or len(positions) == 0:

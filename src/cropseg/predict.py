@@ -110,7 +110,34 @@ def _check_grids(patch_list: list[str], grids: dict[str, PatchGrid], dataset: Su
 def predict_patches(*, model_path: Path, medians: Path, netcdf: Path, patch_list: list[str], out: Path,
                     preview: Path | None, device: str = "auto", precision: str = "auto", batch_size: int = 16,
                     workers: int = 0, label_set_name: str | None = None, progress: bool = True) -> PredictResult:
-    """Predict ``patch_list`` (paths under ``netcdf``, with medians in ``medians``) and write ``out``."""
+    """Predict ``patch_list`` (paths under ``netcdf``, with medians in ``medians``) and write ``out``.
+
+    Args:
+        model_path: the trained model file.
+        medians: the medians store holding the patches.
+        netcdf: the fetched patches, for each patch's grid.
+        patch_list: patch paths relative to ``netcdf`` (S4A file names).
+        out: the output folder, replaced atomically.
+        preview: where to draw the largest tile-year mosaic beside its labels; ``None`` for none.
+        device: ``auto``, ``cpu`` or ``cuda`` (:func:`cropseg.precision.pick_device`).
+        precision: ``auto``, ``bf16`` or ``32`` (:func:`cropseg.precision.use_bf16`).
+        batch_size: sub-patches per batch (as the evaluate stage, so band 1 matches it).
+        workers: DataLoader worker processes.
+        label_set_name: ``params.labels``; the model must have been trained with it (not checked
+            when ``None``).
+        progress: show a progress bar.
+
+    Returns:
+        Patches, mosaics written, seconds, the output and preview paths, pixels per class.
+
+    Raises:
+        PredictError: ``patch_list`` is empty, the model's label set is not ``label_set_name``,
+            or a patch's ``labels`` raster is not the size the medians store cut.
+        ValueError: a path is not an S4A patch name, or ``model_path`` is not a model file.
+        GeorefError: a patch's grid cannot be read (:func:`cropseg.georef.read_patch_grid`).
+        DatasetError: the store does not hold the patches as the model's loader needs them
+            (:class:`cropseg.dataset.SubPatchDataset`).
+    """
     from tqdm import tqdm
 
     from .scoring import sequential_loader

@@ -24,7 +24,21 @@ def fmt(value: float | None, digits: int = 4) -> str:
 
 def report(metrics: dict[str, Any], classes: pd.DataFrame, scores: pd.DataFrame, model_path: Path,
            split_name: str = "test", outputs: dict[str, str] | None = None) -> str:
-    """``report.md``: the headline, per-class table, pictures (relative links) and the worst patches."""
+    """``report.md``: the headline, per-class table, pictures (relative links) and the worst patches.
+
+    Args:
+        metrics: the evaluate stage's ``metrics.json`` (``test``, optional ``clean``, ``model``,
+            ``n_patches``, ``n_samples``).
+        classes: the per-class table (``name``, ``precision``, ``recall``, ``f1``, ``support``,
+            ``predicted``; ``clean_f1`` with a clean truth).
+        scores: the per-patch scores (``pixels``, ``weighted_f1`` and whatever attributes exist).
+        model_path: the model file, named in the first line.
+        split_name: the scored split.
+        outputs: file name -> description, listed at the end.
+
+    Returns:
+        The Markdown text.
+    """
     test, clean = metrics["test"], metrics.get("clean")
     lines = [f"# Evaluation on the {split_name} split", "",
              f"Model `{model_path}` (epoch {metrics['model']['epoch']}, chosen on validation weighted F1 "

@@ -84,8 +84,14 @@ class InvalidPatch(ValueError):
 def raster_attribute(group: netCDF4.Group, variable: str, name: str) -> tuple[object | None, str]:
     """Attribute ``name`` of a raster: on the variable (as published) or else on its group.
 
-    Returns ``(value, where)`` with ``where`` ``"variable"`` or ``"group"``, or ``(None, what)``
-    where ``what`` says, for an error message, both places that were looked at.
+    Args:
+        group: the raster's group (``labels``, ``B02``, ...).
+        variable: the data variable in it, usually named as the group.
+        name: the attribute (``crs``, ``transform``, ...).
+
+    Returns:
+        ``(value, where)`` with ``where`` ``"variable"`` or ``"group"``, or ``(None, what)``
+        where ``what`` says, for an error message, both places that were looked at.
     """
     var = group.variables.get(variable)
     if var is not None and name in var.ncattrs():
@@ -121,7 +127,11 @@ class PatchName:
 
 
 def parse_patch_name(filename: str) -> PatchName:
-    """Parse ``YYYY_TILE_patch_XX_YY.nc``; raise ValueError saying what was expected."""
+    """Parse ``YYYY_TILE_patch_XX_YY.nc`` (only the last path component is read).
+
+    Raises:
+        ValueError: the name does not match; the message says what was expected.
+    """
     match = PATCH_NAME.match(Path(filename).name)
     if not match:
         raise ValueError(f"file name {Path(filename).name!r} does not match 'YYYY_TILE_patch_XX_YY.nc'")
@@ -149,6 +159,18 @@ def decode_time(values: np.ndarray, units: str, calendar: str | None = None) -> 
     an epoch with a time of day (and a fraction of a second) and epochs such as
     ``hours since 2019-1-1`` are read as CF says. Only real-world calendars (``standard``,
     ``gregorian``, ``proleptic_gregorian``) make sense for satellite dates: others are an error.
+
+    Args:
+        values: the ``time`` variable's numbers (a masked array is accepted; masked is missing).
+        units: its ``units`` attribute.
+        calendar: its ``calendar`` attribute; ``standard`` when ``None`` or empty.
+
+    Returns:
+        The dates, datetime64[ns], shaped as ``values``.
+
+    Raises:
+        ValueError: the values are not numbers, some are missing or not finite, or the units or
+            calendar cannot be decoded.
     """
     values = np.ma.filled(np.ma.asarray(values, dtype=np.float64), np.nan) if np.ma.isMaskedArray(values) \
         else np.asarray(values)
@@ -241,7 +263,17 @@ def _check_georeference(group: netCDF4.Group, name: str, defects: list[str]) -> 
 def validate_patch(path: str | Path, root: str | Path | None = None) -> PatchInfo:
     """Check one S4A file thoroughly; raise :class:`InvalidPatch` listing every defect found.
 
-    ``root`` is the data root the index path is made relative to (default: the file's folder).
+    Args:
+        path: the netCDF file.
+        root: the data root the index path is made relative to (default: the file's folder).
+
+    Returns:
+        The patch's index row; its ``n_dates`` is the most dates any band has.
+
+    Raises:
+        InvalidPatch: anything is wrong (name, signature, groups, variables, shapes, dtypes,
+            dates, georeference, root attributes), or the file cannot be read; every defect found
+            is listed.
     """
     path = Path(path)
     defects: list[str] = []

@@ -87,7 +87,18 @@ def _round_half_up(value: Fraction) -> int:
 
 
 def read_coco(prefix: str | Path) -> dict[str, list[str]]:
-    """``PREFIX_{train,val,test}.json`` -> split -> patch file names (``images[].file_name``)."""
+    """``PREFIX_{train,val,test}.json`` -> split -> patch file names (``images[].file_name``).
+
+    Args:
+        prefix: ``split.coco``: the three files' common path prefix.
+
+    Returns:
+        The ``file_name`` of every image, per split, in file order.
+
+    Raises:
+        SplitError: a file is missing, is not JSON, has no ``images`` list, or an image has no
+            ``file_name`` string.
+    """
     names = {}
     for split in SPLITS:
         path = Path(f"{prefix}_{split}.json")
@@ -115,10 +126,21 @@ def coco_assign(table: pd.DataFrame, coco: dict[str, list[str]], drop_duplicates
                 ) -> tuple[pd.DataFrame, dict[str, int], dict[str, int]]:
     """Map COCO file names to the table's patches (by file name).
 
-    ``drop_duplicates`` (e.g. ``[test, val]``): a patch in several splits is removed from each
-    listed split in that order while it is still in another one. Duplicates left after that are an
-    error. Returns (assignment like :func:`apply_rules`, names not found per split, duplicates
-    dropped per split).
+    Args:
+        table: the patch table (its ``path`` column; index kept in the result).
+        coco: split -> file names, from :func:`read_coco` (folders in the names are ignored).
+        drop_duplicates: ``split.drop_duplicates`` (e.g. ``[test, val]``): a patch in several
+            splits is removed from each listed split in that order while it is still in another
+            one.
+
+    Returns:
+        ``(assignment, not_found, dropped)``: ``split``/``rule``/``reason`` columns like
+        :func:`cropseg.split_rules.apply_rules` (patches in no COCO split get reason
+        ``not_in_coco``), the COCO names not in the table per split, and the duplicates dropped
+        per split.
+
+    Raises:
+        SplitError: a patch is still in several splits after ``drop_duplicates``.
     """
     by_name = {path.rsplit("/", 1)[-1]: path for path in table["path"]}
     members: dict[str, set[str]] = {}
@@ -165,7 +187,17 @@ def limit_sample(paths: list[str], limit: int | None, seed: int) -> list[str]:
 
 
 def apply_subsets(assignment: pd.DataFrame, paths: pd.Series, fractions: dict[str, float], seed: int) -> pd.DataFrame:
-    """Keep a seeded ``round_half_up(n * fraction)`` (at least 1) of each listed split's patches."""
+    """Keep a seeded ``round_half_up(n * fraction)`` (at least 1) of each listed split's patches.
+
+    Args:
+        assignment: ``split``/``rule``/``reason`` columns; not changed (a copy is returned).
+        paths: the patches' paths, aligned with ``assignment`` (the draw goes by sorted path).
+        fractions: ``split.subset_fractions``: split -> share of its patches to keep.
+        seed: ``split.seed``; each split draws from its own stream.
+
+    Returns:
+        The assignment with the patches not kept moved out of their split (reason ``subset``).
+    """
     assignment = assignment.copy()
     for split in SPLITS:
         if split not in fractions:
@@ -184,6 +216,14 @@ def apply_subsets(assignment: pd.DataFrame, paths: pd.Series, fractions: dict[st
 
 
 def ordered(paths: list[str], shuffle: bool, seed: int, split: str) -> list[str]:
+    """A split's list as written: sorted, or a seeded permutation of the sorted paths.
+
+    Args:
+        paths: the split's patch paths.
+        shuffle: ``split.shuffle``.
+        seed: ``split.seed``.
+        split: the split's name: each split draws from its own stream.
+    """
     paths = sorted(paths)
     if not shuffle:
         return paths
@@ -195,6 +235,18 @@ def ordered(paths: list[str], shuffle: bool, seed: int, split: str) -> list[str]
 
 
 def summarize(table: pd.DataFrame, source: str, indexed: int, extra: dict) -> dict:
+    """The content of ``summary.json`` (without ``warnings``).
+
+    Args:
+        table: the patch table with its ``split`` and ``reason`` columns.
+        source: what assigned the patches (``rules NAME`` or ``coco PREFIX``).
+        indexed: patches in ``index.csv`` (before ``limit_patches``).
+        extra: entries added after ``left_out`` (the COCO counts).
+
+    Returns:
+        Patch counts, left-out counts by reason, and pixel counts (all, parcel, per S4A code)
+        per split.
+    """
     classes = class_columns(table)
     counts = {s: int((table["split"] == s).sum()) for s in SPLITS}
     reasons = table.loc[table["split"] == "", "reason"].value_counts()
@@ -235,6 +287,11 @@ def _write_lists(folder: Path, lists: dict[str, list[str]]) -> None:
 
 
 def rules_path(params: Split, rules_dir: str | Path) -> Path:
+    """The preset file ``rules_dir/{split.rules}.yaml``.
+
+    Raises:
+        SplitError: it does not exist (the message lists the presets there).
+    """
     path = Path(rules_dir) / f"{params.rules}.yaml"
     if not path.is_file():
         available = sorted(p.stem for p in Path(rules_dir).glob("*.yaml"))
@@ -249,7 +306,30 @@ def run_split(params: Split, netcdf_dir: str | Path = "data/netcdf", dem_dir: st
     """Make the split of ``netcdf_dir`` into ``out`` (replaced atomically); see the module docs.
 
     With ``label_set``, warns (stderr and ``summary.json: warnings``) when a class of it has no
-    training pixel or val holds fewer than two classes (:mod:`cropseg.guards`)."""
+    training pixel or val holds fewer than two classes (:mod:`cropseg.guards`).
+
+    Args:
+        params: the ``split`` params.
+        netcdf_dir: the fetched patches with their ``index.csv``.
+        dem_dir: ``fetch_dem``'s output, for the elevation columns; ``None`` for none.
+        out: the output folder.
+        rules_dir: the folder of the rules presets.
+        workers: processes building the patch table; ``split.workers``, else
+            :func:`cropseg.executor.default_workers`, when ``None``.
+        progress: show progress bars.
+        label_set: the label set whose classes the warnings are about.
+
+    Returns:
+        The stage's summary: source, patches per split, left out, seconds.
+
+    Raises:
+        SplitError: no index or an empty one, a missing preset, a bad COCO file, COCO
+            duplicates, or no patch assigned to any split.
+        RuleError: the preset is invalid, names a column the table lacks, or an ``assert_none``
+            rule is reached.
+        PatchTableError: a patch cannot be placed or a DEM tile cannot be read
+            (:mod:`cropseg.patch_table`).
+    """
     started = time.perf_counter()
     netcdf_dir = Path(netcdf_dir)
     index = netcdf_dir / INDEX_FILE

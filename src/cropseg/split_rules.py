@@ -122,6 +122,8 @@ class Share:
 
 @dataclass(frozen=True)
 class Stratum:
+    """One ``stratify_on`` entry: a column of the per-patch table and its number of quantile bins."""
+
     column: str
     bins: int = DEFAULT_BINS
 
@@ -136,6 +138,12 @@ class GroupKey:
 
 @dataclass(frozen=True)
 class Rule:
+    """One validated rule: its location (``rules[1].rules[0]``), filters and exactly one outcome.
+
+    The outcome is ``target`` (one split), ``shares`` (a random split, optionally stratified or
+    grouped), ``rules`` (nested rules) or ``assert_none``.
+    """
+
     location: str
     filters: tuple[Filter, ...] = ()
     target: str | None = None
@@ -148,6 +156,8 @@ class Rule:
 
 @dataclass(frozen=True)
 class RuleSet:
+    """A validated rules file: its top-level rules and where it came from (for error messages)."""
+
     rules: tuple[Rule, ...]
     source: str = "<rules>"
 
@@ -452,7 +462,19 @@ def _unknown_key(loc: tuple) -> tuple[tuple, str]:
 
 
 def parse_rules(raw: Any, source: str = "<rules>") -> RuleSet:
-    """Validate a loaded rules document; raise :class:`RuleError` listing every problem."""
+    """Validate a loaded rules document; raise :class:`RuleError` listing every problem.
+
+    Args:
+        raw: the document as YAML loads it.
+        source: what to call it in error messages (the file's path).
+
+    Returns:
+        The rules, each with its location.
+
+    Raises:
+        RuleError: the document is not a mapping with ``rules``, or anything in it is invalid
+            (every problem, each at its location).
+    """
     if not isinstance(raw, dict):
         raise RuleError(source, [("(file)", f"expected a mapping with key 'rules', got {type(raw).__name__}")])
     try:
@@ -465,7 +487,11 @@ def parse_rules(raw: Any, source: str = "<rules>") -> RuleSet:
 
 
 def load_rules(path: str | Path) -> RuleSet:
-    """Read and validate a rules YAML file."""
+    """Read and validate a rules YAML file.
+
+    Raises:
+        RuleError: the file is missing, is not YAML, or is invalid (see :func:`parse_rules`).
+    """
     path = Path(path)
     try:
         raw = yaml.safe_load(path.read_text())
@@ -480,7 +506,16 @@ def load_rules(path: str | Path) -> RuleSet:
 
 
 def allocate(n: int, shares: tuple[Share, ...]) -> list[int]:
-    """Patches per share out of ``n`` (see the module docstring for the rounding rule)."""
+    """Patches per share out of ``n`` (see the module docstring for the rounding rule).
+
+    Args:
+        n: patches (or groups) to share out.
+        shares: all with a fraction (the parser has resolved remainder shares) or all with a
+            count.
+
+    Returns:
+        Patches per share, in order; they add up to at most ``n``.
+    """
     if shares and shares[0].count is not None:
         wanted = [s.count for s in shares]
         total = sum(wanted)
@@ -531,7 +566,16 @@ def _bin_column(values: pd.Series, bins: int) -> list[tuple]:
 
 
 def strata_of(table: pd.DataFrame, strata: tuple[Stratum, ...], minimum: int) -> list[np.ndarray]:
-    """Row positions of each stratum (in stratum order), small strata merged with neighbours."""
+    """Row positions of each stratum (in stratum order), small strata merged with neighbours.
+
+    Args:
+        table: the patches reaching the rule, sorted by path.
+        strata: the rule's ``stratify_on`` columns; none gives one stratum of every row.
+        minimum: the smallest stratum kept alone (:func:`min_stratum_size`).
+
+    Returns:
+        Positions into ``table``, one array per stratum, each sorted.
+    """
     if not strata or len(table) == 0:
         return [np.arange(len(table))]
     columns = [_bin_column(table[s.column], s.bins) for s in strata]
@@ -599,7 +643,12 @@ def _matches(flt: Filter, table: pd.DataFrame) -> np.ndarray:
 
 
 def check_columns(ruleset: RuleSet, table: pd.DataFrame) -> None:
-    """Every column a rule reads must be in the table (checked before any assignment)."""
+    """Every column a rule reads must be in the table (checked before any assignment).
+
+    Raises:
+        RuleError: a filter, ``stratify_on`` or ``group_by`` column is not in ``table``, or a
+            ``group_by`` column with a block ``size`` is not numeric (every such problem listed).
+    """
     problems = []
     for rule in ruleset.walk():
         for i, stratum in enumerate(rule.stratify_on):
@@ -632,10 +681,19 @@ def apply_rules(ruleset: RuleSet, table: pd.DataFrame, seed: int = 0) -> pd.Data
     """Assign each row of ``table`` (columns ``path``, ``year``, ``tile``, ``patch_x``, ``patch_y``
     and any stratification column) to a split.
 
-    Returns a frame aligned with ``table`` with columns ``split`` (``train``/``val``/``test`` or
-    ``""``), ``rule`` (location of the deciding rule, ``""`` when none matched) and ``reason``
-    (``""``, :data:`UNMATCHED` or :data:`REMAINDER`). Raises :class:`RuleError` on an unknown column
-    or a reached ``assert_none`` (naming the rule and the patches).
+    Args:
+        ruleset: the validated rules.
+        table: one row per patch (the per-patch table); its row order does not matter.
+        seed: ``split.seed``; each rule draws from ``(seed, crc32(location))``.
+
+    Returns:
+        A frame aligned with ``table`` with columns ``split`` (``train``/``val``/``test`` or
+        ``""``), ``rule`` (location of the deciding rule, ``""`` when none matched) and ``reason``
+        (``""``, :data:`UNMATCHED` or :data:`REMAINDER`).
+
+    Raises:
+        RuleError: a rule reads a column the table lacks (:func:`check_columns`), or an
+            ``assert_none`` rule is reached (naming the rule and the patches).
     """
     check_columns(ruleset, table)
     order = np.argsort(table["path"].to_numpy(), kind="stable")

@@ -22,7 +22,16 @@ def _sections(params: Params, keys: dict[str, Any]) -> dict[str, Any]:
 
 def track_irreducible(params: Params, *, holdout_model: Path, medians: Path, split_dir: Path, out: Path,
                       summary: Any) -> None:
-    """The irreducible_loss stage's run: params, inputs, the stored losses as an artifact."""
+    """The irreducible_loss stage's run: params, inputs, the stored losses as an artifact.
+
+    Args:
+        params: the whole params; the loader, loss and some train entries are recorded.
+        holdout_model: the model trained on the holdout split (an input).
+        medians: the medians store (an input).
+        split_dir: the split folder; its ``train.txt`` is an input.
+        out: the stored losses (the artifact).
+        summary: the stage's summary (``samples``, ``without_parcels``, ``mean_loss``, ``seconds``).
+    """
     train = params.train
     run = StageRun("irreducible_loss", params.tracking.wandb, params.tracking.project,
                    params=_sections(params, {"loader": params.loader, "loss": params.loss,
@@ -38,7 +47,13 @@ def track_irreducible(params: Params, *, holdout_model: Path, medians: Path, spl
 
 
 def track_evaluate(params: Params, paths: Any, result: Any) -> None:
-    """The evaluate stage's run: test metrics as summary, per-class table, PNGs, the folder as an artifact."""
+    """The evaluate stage's run: test metrics as summary, per-class table, PNGs, the folder as an artifact.
+
+    Args:
+        params: the whole params; labels, loader and some train entries are recorded.
+        paths: the stage's :class:`cropseg.evaluate.EvaluatePaths` (inputs and ``out``).
+        result: the stage's summary (its ``seconds`` joins the run summary).
+    """
     labels = Path("configs/labels") / f"{params.labels}.yaml"
     run = StageRun("evaluate", params.tracking.wandb, params.tracking.project,
                    params=_sections(params, {"labels": params.labels, "loader": params.loader,

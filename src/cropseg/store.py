@@ -111,7 +111,19 @@ def plan_store(patches: Sequence[tuple[str, int, str, int]], *, bands: int, wind
                periods_of_year: dict[int, int], dtype: str, shard_bytes: int = DEFAULT_SHARD_BYTES) -> StorePlan:
     """Assign every ``(path, year, tile, size)`` a shard and offsets: rows sorted by path, shards
     per tile-year in path order, a new shard whenever the next patch would pass ``shard_bytes``
-    (a patch larger than the cap gets a shard of its own)."""
+    (a patch larger than the cap gets a shard of its own).
+
+    Args:
+        patches: ``(path, year, tile, size)`` of every patch; ``size`` in 10 m pixels.
+        bands: bands per median.
+        window: sub-patch side in pixels; a patch holds ``(size // window) ** 2`` sub-patches.
+        periods_of_year: median periods of each year in ``patches``.
+        dtype: the medians' numpy dtype (``float32`` or ``uint16``).
+        shard_bytes: the most bytes a shard holds (unless one patch alone is larger).
+
+    Returns:
+        One slot per patch, in path order, and the shard list (name, bytes, patches).
+    """
     item = np.dtype(dtype).itemsize
     rows = sorted(patches, key=lambda p: p[0])
     groups: dict[tuple[int, str], list[int]] = {}
@@ -159,7 +171,18 @@ def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
 
 def write_block(root: str | Path, slot: PatchSlot, medians: np.ndarray, labels: np.ndarray) -> None:
     """Write one patch into its pre-allocated shard. The shard is opened without ``O_CREAT``, so a
-    late task cannot resurrect an output the stage already removed after an error."""
+    late task cannot resurrect an output the stage already removed after an error.
+
+    Args:
+        root: the store folder (made by :func:`create_shards`).
+        slot: where the patch goes (from :func:`plan_store`).
+        medians: ``slot.medians_shape``, any byte order of the planned dtype; written little-endian.
+        labels: ``slot.labels_shape``, S4A codes; written as little-endian uint32.
+
+    Raises:
+        StoreError: a shape differs from the plan.
+        FileNotFoundError: the shard is gone (the stage removed its output).
+    """
     if medians.shape != slot.medians_shape or labels.shape != slot.labels_shape:
         raise StoreError(f"{slot.path}: medians {medians.shape} / labels {labels.shape}, the store planned "
                          f"{slot.medians_shape} / {slot.labels_shape}")
@@ -185,7 +208,21 @@ def code_counts(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]
 def write_index(root: Path, plan: StorePlan, counts: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
                 meta: dict[str, Any]) -> dict[str, Any]:
     """``patches.npy``, ``counts.npy`` and ``store.json`` for a planned store whose blocks are
-    written; ``counts[row]`` is :func:`code_counts` of the row's labels."""
+    written; ``counts[row]`` is :func:`code_counts` of the row's labels.
+
+    Args:
+        root: the store folder.
+        plan: the plan the blocks were written by.
+        counts: :func:`code_counts` of each slot's labels, in slot order.
+        meta: the stage's entries of ``store.json`` (bands, freq, window, dtype, ...); the layout,
+            sizes, code vocabulary and shard list are added here.
+
+    Returns:
+        The ``store.json`` content written.
+
+    Raises:
+        StoreError: the store has more sub-patches than a uint32 sample number holds.
+    """
     slots = plan.slots
     vocabulary = np.unique(np.concatenate([c[1] for c in counts])) if counts else np.zeros(0, np.int64)
     path_bytes = max((len(s.path.encode("ascii")) for s in slots), default=1)
@@ -256,6 +293,15 @@ class ShardCache:
     """
 
     def __init__(self, root: Path, max_open: int = DEFAULT_MAX_OPEN):
+        """An empty cache over the shards of ``root``.
+
+        Args:
+            root: the store folder; shard names are relative to it.
+            max_open: the most descriptors held at once.
+
+        Raises:
+            ValueError: ``max_open`` is below 1.
+        """
         if max_open < 1:
             raise ValueError("max_open must be at least 1")
         self.root, self.max_open = Path(root), max_open
@@ -265,6 +311,11 @@ class ShardCache:
         self.opened = 0  # descriptors opened over the cache's life (a measure of misses)
 
     def get(self, name: str) -> int:
+        """A read-only descriptor of shard ``name`` (opened on a miss, closing the least recently used).
+
+        Raises:
+            StoreError: the shard file is missing.
+        """
         if self._pid != os.getpid():  # a forked child: its copies of the parent's descriptors
             self.close()
             self._pid = os.getpid()
@@ -312,6 +363,16 @@ class Store:
     """A medians store opened for reading: its metadata, its index, and patch arrays on demand."""
 
     def __init__(self, root: str | Path, *, max_open: int = DEFAULT_MAX_OPEN):
+        """Open the store: read ``store.json`` and the index (shards open on demand).
+
+        Args:
+            root: the store folder (``data/medians``).
+            max_open: the most shard descriptors :attr:`cache` holds.
+
+        Raises:
+            StoreError: there is no ``store.json`` (or only an older per-patch store), or its
+                format is not :data:`FORMAT`.
+        """
         self.root = Path(root)
         meta_path = self.root / STORE_FILE
         if not meta_path.is_file():
@@ -346,7 +407,11 @@ class Store:
         return self._counts
 
     def rows_of(self, paths: Sequence[str]) -> np.ndarray:
-        """Index rows of ``paths`` (vectorised lookup in the sorted path column)."""
+        """Index rows of ``paths`` (vectorised lookup in the sorted path column).
+
+        Raises:
+            StoreError: a path is not in the index.
+        """
         keys = self.patches["path"]
         wanted = np.array([p.encode("ascii", "replace") for p in paths], dtype=keys.dtype) if len(paths) else \
             np.zeros(0, keys.dtype)
@@ -387,7 +452,18 @@ class Store:
         """Read sub-patches ``subs`` (row-major numbers in the patch) of index row ``row``: periods
         ``periods`` of their medians into ``xs[k]`` (C-contiguous ``(months, bands, w, w)``, float32)
         and their labels into ``labels[k]`` (C-contiguous uint32 ``(w, w)``). Two ``preadv`` per
-        sub-patch, each one contiguous range of the shard, through the bounded descriptor cache."""
+        sub-patch, each one contiguous range of the shard, through the bounded descriptor cache.
+
+        Args:
+            row: the patch's index row.
+            subs: sub-patch numbers (row-major in the patch's sub-patch grid).
+            periods: the periods to read (a slice with a ``start``; contiguous in the block).
+            xs: one output array per sub-patch, filled in place.
+            labels: one output array per sub-patch, filled in place.
+
+        Raises:
+            StoreError: the shard is missing or ends before the block (a truncated store).
+        """
         c, w, bands = self._columns, self._window, self._bands
         name = self.shard_names[c["shard"][row]]
         fd = self.cache.get(name)
@@ -407,7 +483,11 @@ class Store:
                 target.byteswap(inplace=True)
 
     def samples_of(self, rows: np.ndarray) -> np.ndarray:
-        """Store sample numbers of every sub-patch of ``rows``, row by row (all rows share a grid)."""
+        """Store sample numbers of every sub-patch of ``rows``, row by row (all rows share a grid).
+
+        Raises:
+            StoreError: the rows have different sub-patch grids.
+        """
         if not len(rows):
             return np.zeros(0, np.int64)
         per = self.patches["sub_y"][rows].astype(np.int64) * self.patches["sub_x"][rows]
@@ -421,7 +501,11 @@ class Store:
 
     def iter_counts(self, chunk: int = 1 << 20) -> Iterator[np.ndarray]:
         """The counts table in chunks of ``chunk`` rows, read (not mapped): memory stays one chunk
-        (12 MB) whatever the table's size, and no file page is charged to the process."""
+        (12 MB) whatever the table's size, and no file page is charged to the process.
+
+        Raises:
+            StoreError: ``counts.npy`` is not a 1-d array of :data:`COUNT_DTYPE`.
+        """
         with open(self.root / COUNTS_FILE, "rb") as handle:
             version = np.lib.format.read_magic(handle)
             shape, _, dtype = (np.lib.format.read_array_header_1_0 if version == (1, 0)
@@ -433,7 +517,15 @@ class Store:
 
     def pixels_per_sample(self, classes: np.ndarray, samples: np.ndarray) -> np.ndarray:
         """Pixels of a class > 0 (``classes[code]``: model class per vocabulary entry) in each of
-        ``samples`` (store sample numbers), from the index alone."""
+        ``samples`` (store sample numbers), from the index alone.
+
+        Args:
+            classes: model class of each vocabulary code (:meth:`class_lookup`).
+            samples: store sample numbers (:meth:`samples_of`).
+
+        Returns:
+            One pixel count per entry of ``samples``.
+        """
         total = int(self.meta["n_samples"])
         out = np.zeros(total, dtype=np.int64)
         for part in self.iter_counts():
@@ -447,8 +539,18 @@ class Store:
 
     def class_pixels(self, classes: np.ndarray, n_classes: int, samples: np.ndarray,
                      shift: np.ndarray | None = None) -> np.ndarray:
-        """Pixels per model class over ``samples`` (store sample numbers), from the index alone;
-        ``shift`` (one per sample) moves a sample's crop classes as :func:`cropseg.label_noise.relabel` does."""
+        """Pixels per model class over ``samples`` (store sample numbers), from the index alone.
+
+        Args:
+            classes: model class of each vocabulary code (:meth:`class_lookup`).
+            n_classes: length of the result; classes at or above it are not counted.
+            samples: store sample numbers (:meth:`samples_of`).
+            shift: one per sample: moves its crop classes as :func:`cropseg.label_noise.relabel`
+                does (the comparison protocol's label noise); None: the labels as stored.
+
+        Returns:
+            ``n_classes`` pixel counts.
+        """
         of = np.full(int(self.meta["n_samples"]), -1, dtype=np.int64)  # -1: not chosen
         of[samples] = 0 if shift is None else shift
         total = np.zeros(n_classes, dtype=np.int64)

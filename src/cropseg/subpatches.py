@@ -11,7 +11,11 @@ import torch
 
 
 def cut(full: np.ndarray, window: int) -> np.ndarray:
-    """``(..., size, size)`` -> ``(sub_y, sub_x, ..., window, window)``, as the medians stage cuts labels."""
+    """``(..., size, size)`` -> ``(sub_y, sub_x, ..., window, window)``, as the medians stage cuts labels.
+
+    Raises:
+        ValueError: ``window`` does not divide the last two dimensions.
+    """
     full = np.asarray(full)
     *lead, h, w = full.shape
     if h % window or w % window:
@@ -41,6 +45,16 @@ class PatchCanvas:
     """
 
     def __init__(self, patches: list[int], per_patch: int, sub_x: int, window: int, dtype=np.int64, fill=-1):
+        """Empty maps for ``patches``.
+
+        Args:
+            patches: positions of the patches to keep (in the split's patch order).
+            per_patch: sub-patches per patch.
+            sub_x: sub-patches per row of a patch.
+            window: sub-patch side in pixels.
+            dtype: the maps' dtype.
+            fill: the value where no sub-patch came.
+        """
         self.per_patch, self.sub_x = per_patch, sub_x
         sub_y = per_patch // sub_x if sub_x else 0
         self.maps = {p: np.full((sub_y, sub_x, window, window), fill, dtype=dtype) for p in patches}

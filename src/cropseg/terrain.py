@@ -72,6 +72,16 @@ def terrain_nodes(seed: int, kx0: int, kx1: int, ky0: int, ky1: int) -> np.ndarr
     (the terms outside the range add exact zeros), so results agree bit for bit across calls.
     Elementwise arithmetic only (no transcendental functions on arrays) keeps it identical across
     vector and scalar code paths.
+
+    Args:
+        seed: ``dem.seed``.
+        kx0: westernmost node column (lon = kx0 * 6").
+        kx1: easternmost node column, included.
+        ky0: southernmost node row (lat = ky0 * 6").
+        ky1: northernmost node row, included.
+
+    Returns:
+        ``(ky1 - ky0 + 1, kx1 - kx0 + 1)`` heights in metres, south row first.
     """
     per_deg = PIXELS_PER_DEG // NODE_STEP
     lon = np.arange(kx0, kx1 + 1, dtype=np.float64) / per_deg
@@ -108,6 +118,16 @@ def synthetic_elevation(seed: int, col0: int, row_top: int, width: int, height: 
     the equator) at lat (J + 0.5)"; ``row_top`` is the northernmost row. Values are bilinear in the
     6" nodes of :func:`terrain_nodes`, from integer arithmetic only, so they are a function of
     (seed, I, J) alone.
+
+    Args:
+        seed: ``dem.seed``.
+        col0: the westernmost global pixel column.
+        row_top: the northernmost global pixel row.
+        width: columns.
+        height: rows, going south.
+
+    Returns:
+        ``(height, width)`` elevations, north row first (as a GeoTIFF stores them).
     """
     cols = np.arange(col0, col0 + width)
     rows = np.arange(row_top, row_top - height, -1)
@@ -138,6 +158,13 @@ def write_terrain(footprints: Sequence[Footprint], path: Path, seed: int, progre
     """Write the terrain GeoTIFF over the union of ``footprints`` (plus margin) to ``path``.
 
     Footprints must not cross the antimeridian (``lon_min <= lon_max``): the caller checks.
+
+    Args:
+        footprints: ``(lon_min, lat_min, lon_max, lat_max)`` of each patch; only the 256 x 256
+            blocks meeting one (plus margin) are computed, the others stay sparse (nodata).
+        path: the GeoTIFF to write.
+        seed: ``dem.seed``.
+        progress: show a progress bar.
     """
     import rasterio
     from rasterio.transform import from_origin

@@ -19,12 +19,26 @@ UnknownKey = Callable[[Loc], tuple[Loc, str]]
 
 
 def located(message: str, *where: str | int) -> PydanticCustomError:
-    """An error for a validator to raise: ``message`` verbatim, reported at the field + ``where``."""
+    """An error for a validator to raise: ``message`` verbatim, reported at the field + ``where``.
+
+    Args:
+        message: the text shown, as is.
+        *where: keys and indices below the validated field (e.g. ``"in"``, ``1``).
+    """
     return PydanticCustomError("located", "{message}", {"message": message, "where": tuple(where)})
 
 
 def error_items(error: ValidationError, unknown_key: UnknownKey | None = None) -> list[tuple[Loc, str]]:
-    """Every error of ``error`` as (location tuple, message), in pydantic's order."""
+    """Every error of ``error`` as (location tuple, message), in pydantic's order.
+
+    Pydantic's own messages get the offending value appended (except for missing keys and
+    :func:`located` errors).
+
+    Args:
+        error: what ``model_validate`` raised.
+        unknown_key: rewords an unknown key's error (and may move its location); None gives
+            ``params.yaml``'s wording.
+    """
     items = []
     for item in error.errors():
         loc = tuple(item["loc"]) + tuple((item.get("ctx") or {}).get("where", ()))

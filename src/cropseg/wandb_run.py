@@ -47,6 +47,7 @@ def wandb_root() -> Path:
 
 
 def resolve_mode(mode: str) -> str:
+    """The W&B mode to use: ``WANDB_MODE`` over ``mode``; ``online`` without ``WANDB_API_KEY`` logs offline."""
     mode = os.environ.get("WANDB_MODE", mode)
     if mode == "online" and not os.environ.get("WANDB_API_KEY"):
         print("tracking: tracking.wandb is online but WANDB_API_KEY is not set; logging offline instead")
@@ -55,7 +56,13 @@ def resolve_mode(mode: str) -> str:
 
 
 def lineage_config(stage: str, params: Mapping[str, Any], inputs: Mapping[str, str | Path | None]) -> dict[str, Any]:
-    """What a run records about itself: params, inputs read (DVC md5), git state, code, DVC context."""
+    """What a run records about itself: params, inputs read (DVC md5), git state, code, DVC context.
+
+    Args:
+        stage: the stage's name.
+        params: the params the stage ran with.
+        inputs: name -> path of each input read; hashed as DVC does (None where absent).
+    """
     state = git_state()
     return {
         "stage": stage,
@@ -74,7 +81,20 @@ def lineage_config(stage: str, params: Mapping[str, Any], inputs: Mapping[str, s
 
 def start_run(mode: str, project: str, stage: str, *, params: Mapping[str, Any],
               inputs: Mapping[str, str | Path | None], extra: Mapping[str, Any] | None = None, rank: int = 0):
-    """A W&B run for ``stage`` (None when disabled, not rank 0, or W&B fails)."""
+    """A W&B run for ``stage`` (None when disabled, not rank 0, or W&B fails).
+
+    Args:
+        mode: ``tracking.wandb``: ``offline``, ``online`` or ``disabled`` (see :func:`resolve_mode`).
+        project: the W&B project.
+        stage: the stage's name: the run's job type and the end of its name.
+        params: the params recorded in the run's config.
+        inputs: name -> path of each input, recorded with its DVC md5.
+        extra: more config entries (the lineage entries win on a clash).
+        rank: the process's rank; only rank 0 logs.
+
+    Returns:
+        The ``wandb`` run, in the group :func:`cropseg.lineage.run_group`, or None.
+    """
     mode = resolve_mode(mode)
     if mode == "disabled" or rank != 0:
         return None
@@ -100,7 +120,17 @@ def start_run(mode: str, project: str, stage: str, *, params: Mapping[str, Any],
 
 
 def log_outputs(run, stage: str, outputs: Mapping[str, str | Path]) -> dict[str, dict[str, str]]:
-    """Log each existing output as an artifact ``<stage>-<name>``; returns their metadata."""
+    """Log each existing output as an artifact ``<stage>-<name>``; returns their metadata.
+
+    Args:
+        run: the W&B run.
+        stage: the stage's name, the first part of each artifact's name.
+        outputs: name -> path of each output; missing ones are skipped.
+
+    Returns:
+        name -> ``{"path", "md5"}`` (plus ``"remote"`` and ``"url"`` with a DVC remote) of each
+        output logged.
+    """
     import wandb
 
     remote = dvc_remote_url()
@@ -153,6 +183,7 @@ class StageRun:
 
     def __init__(self, stage: str, mode: str, project: str, *, params: Mapping[str, Any],
                  inputs: Mapping[str, str | Path | None], rank: int = 0):
+        """Start the run (:func:`start_run`, same arguments); ``self.run`` is None when W&B is off."""
         self.stage = stage
         self.run = start_run(mode, project, stage, params=params, inputs=inputs, rank=rank)
 
@@ -231,6 +262,17 @@ def read_offline_run(run_dir: str | Path, wait_s: float = 30.0) -> dict[str, Any
 
     W&B's service process may still be flushing the file when ``finish()`` has returned: the
     file is read again (up to ``wait_s``) until it holds the run's ``exit`` record.
+
+    Args:
+        run_dir: an ``offline-run-*`` folder (holding one ``run-*.wandb`` file).
+        wait_s: how long to wait for the ``exit`` record; after that, what is there is returned.
+
+    Returns:
+        ``name``, ``group``, ``job_type``, ``config``, ``summary``, ``artifacts`` (type, entries,
+        metadata by name) and ``exited`` (True once the run's exit was recorded).
+
+    Raises:
+        ValueError: the folder does not hold exactly one run file, or it is not a W&B run file.
     """
     import time
 
