@@ -17,7 +17,6 @@ import torch
 import yaml
 
 from cropseg.checkpoint import load_model
-from cropseg.compare import read_noise_shares
 from cropseg.dataset import BlockSampler, SubPatchDataset, read_split_list
 from cropseg.fetch import fetch_s4a
 from cropseg.labels import load_label_set
@@ -86,7 +85,7 @@ def test_training_is_deterministic_and_logs_counters(workspace, tmp_path):
     # the synthetic truth (label_noise 0.2) is matched to the samples: the step rows carry noise shares
     assert "noisy_share_block" in steps[0]
     # ... and the values: uniform trains on whole blocks, so selected == block at every step, and the
-    # run's share (pixel-weighted, cropseg.compare) is that of the training patches' truth in model-class
+    # run's share (metrics.json, the whole run's pixels) is that of the training patches' truth in model-class
     # space: pixels whose label s4a11 maps to a class, noisy where the clean code maps to another one
     shares = pd.read_csv(tmp_path / "a" / "metrics" / "steps.csv")
     assert shares.noisy_share_block.between(0, 1).all()
@@ -98,7 +97,8 @@ def test_training_is_deterministic_and_logs_counters(workspace, tmp_path):
     seen = label > 0
     expected = truth.pixels[seen & (label != clean)].sum() / truth.pixels[seen].sum()
     code_space = truth.pixels[truth.label_code != truth.clean_code].sum() / truth.pixels.sum()
-    selected, considered = read_noise_shares(tmp_path / "a" / "metrics" / "steps.csv")
+    run_shares = metrics["selection"]
+    selected, considered = run_shares["noisy_share_selected"], run_shares["noisy_share_block"]
     assert 0 < selected == considered < 1
     assert selected == pytest.approx(expected, rel=1e-6)
     assert abs(expected - code_space) > 1e-3  # s4a11 drops and keeps codes: the two spaces differ here
@@ -446,11 +446,14 @@ def test_protocol_stops_at_the_budget_with_snapshots_at_equal_samples_seen(works
         # points 10, 20, 30, 40 of the budget, each taken at the first step (4 samples) that reaches it
         assert all(p <= e["samples_seen"] < p + 4 for p, e in zip((10, 20, 30, 40), index)) and len(index) == 4
         assert [e["point"] for e in index] == [1, 2, 3, 4]
-        # the budget, not train.epochs (1), ends training; the cosine rate falls from train.lr to 0
+        # the budget, not train.epochs (1), ends training; the cosine rate falls from train.lr towards 0
         assert 40 <= runs[method].counters.samples_seen < 44
         steps = pd.read_csv(out / "metrics" / "steps.csv")
         assert steps.lr.iloc[0] == pytest.approx(0.01) and steps.lr.is_monotonic_decreasing
-        assert steps.lr.iloc[-1] == pytest.approx(0.0, abs=1e-12)
+        # each step's rate is the cosine of the samples seen before it: the same for every method
+        before = steps.samples_seen.shift(1).fillna(0).to_numpy()
+        expected = 0.005 * (1 + np.cos(np.pi * np.minimum(before / 40, 1)))
+        np.testing.assert_allclose(steps.lr.to_numpy(), expected, rtol=1e-9)
         # keep: last -> models/model.pt holds the final weights, those of the last snapshot
         last = torch.load(out / "snapshots" / index[-1]["file"], weights_only=True)
         assert last["counters"]["samples_seen"] == runs[method].counters.samples_seen
@@ -461,21 +464,33 @@ def test_protocol_stops_at_the_budget_with_snapshots_at_equal_samples_seen(works
     assert runs["loss"].counters.samples_considered >= 2 * runs["uniform"].counters.samples_considered - 8
 
 
-def test_protocol_noise_is_seen_by_train_only_and_counted_in_model_classes(workspace, tmp_path):
-    out = tmp_path / "noisy"
-    params = _params(protocol={**PROTOCOL, "test_points": 0, "lr_schedule": "constant"},
-                     selection={"method": "loss", "block_size": 2}, run={"epochs": 1})
-    train(params, "train", _protocol_paths(workspace, out), progress=False)
-    selection = json.loads((out / "metrics" / "metrics.json").read_text())["selection"]
+def test_protocol_noise_telemetry_is_exact_in_model_classes(workspace, tmp_path):
+    """Uniform over exactly one pass: the run's noisy share is the train split's protocol noise share
+    in model-class space (every parcel pixel of a noisy sample), plus the generator's own noise."""
     labels = load_label_set("s4a11", LABELS)
     from cropseg.label_noise import LabelNoise
 
     noisy = SubPatchDataset(workspace / "medians", read_split_list(workspace / "split" / "train.txt"), labels,
                             months=[3, 10], normalize=1e4, skip_empty=True, noise=LabelNoise(0.5, 1, labels.n_classes))
-    flagged = noisy.noise_shift[noisy.indices] > 0
-    share = noisy.parcel_pixels[noisy.indices][flagged].sum() / noisy.parcel_pixels[noisy.indices].sum()
-    # every block is considered once in the budget of 40 of ~64 samples: close to the data's share
-    assert 0 < selection["noisy_share_block"] < 1
-    assert selection["noisy_share_block"] == pytest.approx(share, abs=0.2)
-    # loss selection prefers the noisy (high-loss) samples
-    assert selection["noisy_share_selected"] > selection["noisy_share_block"]
+    out = tmp_path / "noisy"
+    params = _params(protocol={**PROTOCOL, "samples_seen": len(noisy), "test_points": 0, "lr_schedule": "constant"},
+                     run={"epochs": 1})
+    paths = RunPaths(**{**_protocol_paths(workspace, out).__dict__,
+                        "truth": workspace / "netcdf" / "truth" / "truth.csv"})
+    train(params, "train", paths, progress=False)
+    selection = json.loads((out / "metrics" / "metrics.json").read_text())["selection"]
+    from cropseg.selection import truth_per_sample
+
+    generator = truth_per_sample(noisy, workspace / "netcdf" / "truth" / "truth.csv")
+    index = noisy.indices
+    flagged = noisy.noise_shift[index] > 0
+    parcel = noisy.parcel_pixels[index]
+    wrong = np.where(flagged, parcel, generator["noisy"][index])
+    assert 0 < flagged.mean() < 1 and generator["noisy"][index][~flagged].sum() > 0  # both kinds present
+    assert selection["noisy_share_block"] == pytest.approx(wrong.sum() / parcel.sum(), rel=1e-9)
+    assert selection["noisy_share_selected"] == selection["noisy_share_block"]
+    # the labels trained on are those counted: the loader's noisy samples differ from the clean ones
+    clean = SubPatchDataset(workspace / "medians", read_split_list(workspace / "split" / "train.txt"), labels,
+                            months=[3, 10], normalize=1e4, skip_empty=True)
+    batch, reference = noisy[np.flatnonzero(flagged)], clean[np.flatnonzero(flagged)]
+    assert not (batch.y == reference.y)[reference.y > 0].any()
