@@ -43,7 +43,7 @@ def _experiment(method: str, block: int, seed: int, f1: list[float], noisy: floa
     curve = pd.DataFrame({"samples_seen": [100, 200, 300, 400], "weighted_f1": f1})
     return Experiment(f"{method}-{block}-{seed}", "0" * 40, params,
                       {"holdout_model": {"weighted_f1": 0.9, "against": "clean"}},
-                      {"selection": {"noisy_share_selected": noisy}}, {"train_samples": 108}, curve)
+                      {"selection": {"noisy_share_selected": noisy}}, {"holdout": {"train_samples": 108}}, curve)
 
 
 def test_report_pairs_seeds_and_flags_only_intervals_that_exclude_zero():

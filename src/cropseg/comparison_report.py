@@ -196,7 +196,8 @@ def summarise_regime(experiments: list[Experiment], *, replicates: int = 10_000)
         rows.append(_row(key, seeds, loss_seeds, curves, finals, noisy, uniform, loss, grid, replicates))
     holdout = {"clean_test_weighted_f1": experiments[0].evaluate.get("holdout_model", {}).get("weighted_f1"),
                "scored_against": experiments[0].evaluate.get("holdout_model", {}).get("against"),
-               "holdout_samples": experiments[0].holdout.get("train_samples")}
+               # the holdout stage's DVCLive metrics sit under its stage name (cropseg.tracking)
+               "holdout_samples": (experiments[0].holdout.get("holdout") or {}).get("train_samples")}
     return Regime(regime_label(params), params, grid, dict(curves), rows, holdout)
 
 
@@ -235,9 +236,10 @@ def _row(key, seeds, loss_seeds, curves, finals, noisy, uniform, loss, grid, rep
     return row
 
 
-def exp_show_json(repo: Path = Path(".")) -> list[dict[str, Any]]:
-    """``dvc exp show --json`` of every experiment of the current baseline."""
-    done = subprocess.run(["dvc", "exp", "show", "--json"], cwd=repo, capture_output=True, text=True)
+def exp_show_json(repo: Path = Path("."), revs: list[str] | None = None) -> list[dict[str, Any]]:
+    """``dvc exp show --json`` of the experiments derived from ``revs`` (default: HEAD)."""
+    command = ["dvc", "exp", "show", "--json", *[arg for rev in revs or [] for arg in ("--rev", rev)]]
+    done = subprocess.run(command, cwd=repo, capture_output=True, text=True)
     if done.returncode != 0:
         raise ReportError(f"dvc exp show --json failed: {done.stderr.strip()}")
     try:
