@@ -5,7 +5,8 @@ import pandas as pd
 import pytest
 
 from cropseg.comparison import auc, first_reach, paired_bootstrap, speedup
-from cropseg.comparison_report import Experiment, ReportError, build_regimes, flatten, regime_key
+from cropseg.comparison_report import Experiment, ReportError, build_regimes, regime_key
+from cropseg.params import flatten
 
 
 def test_auc_is_the_trapezoid_mean_over_the_span():

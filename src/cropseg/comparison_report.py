@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from .comparison import Interval, auc, on_grid, paired_bootstrap, speedup
+from .params import flatten
 
 CURVE_FILE = "metrics/evaluate/curve.csv"
 EVALUATE_METRICS = "metrics/evaluate/metrics.json"
@@ -62,17 +63,6 @@ class Experiment:
     @property
     def seed(self) -> int:
         return int(self.params["train.seed"])
-
-
-def flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested params as dotted keys (lists kept as values)."""
-    flat: dict[str, Any] = {}
-    for key, value in values.items():
-        if isinstance(value, dict):
-            flat |= flatten(value, f"{prefix}{key}.")
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def _revisions(show: list[dict[str, Any]]) -> Iterator[tuple[str, dict[str, Any]]]:

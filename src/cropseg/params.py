@@ -342,6 +342,18 @@ class Params(Section):
     medians: Medians = Field(default_factory=Medians)
 
 
+def flatten(values: dict[str, Any], sep: str = ".", prefix: str = "") -> dict[str, Any]:
+    """A nested mapping as one level of joined keys (``{"a": {"b": 1}}`` -> ``{"a.b": 1}``): params
+    as ``dvc exp run -S`` names them, metrics as W&B summary keys (``sep="/"``). Lists stay values."""
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat |= flatten(value, sep, f"{prefix}{key}{sep}")
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 def _format_errors(error: ValidationError, source: str) -> str:
     lines = [f"  {dotted(loc)}: {message}" for loc, message in error_items(error)]
     return f"{source}: {len(lines)} invalid field(s):\n" + "\n".join(lines)

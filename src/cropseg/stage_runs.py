@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .params import Params
+from .params import Params, flatten
 from .wandb_run import StageRun
 
 
@@ -65,7 +65,7 @@ def track_evaluate(params: Params, paths: Any, result: Any) -> None:
         return
     out = Path(paths.out)
     metrics = json.loads((out / "metrics.json").read_text())
-    run.summary(_flatten(metrics) | {"seconds": result.seconds})
+    run.summary(flatten(metrics, "/") | {"seconds": result.seconds})
     if (out / "per_class.csv").exists():
         import pandas as pd
 
@@ -73,13 +73,3 @@ def track_evaluate(params: Params, paths: Any, result: Any) -> None:
     run.images({name: out / f"{name}.png" for name in ("confusion", "per_class_f1", "previews")})
     run.outputs({"metrics": out})
     run.finish()
-
-
-def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat = {}
-    for key, value in values.items():
-        if isinstance(value, dict):
-            flat |= _flatten(value, f"{prefix}{key}/")
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
