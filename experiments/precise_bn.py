@@ -85,7 +85,7 @@ def main() -> int:
     def paths(name: str, split: Path, norm: str) -> RunPaths:
         return RunPaths(split_dir=split, model_out=work / "models" / f"{name}.pt", metrics_dir=work / "metrics" / name,
                         checkpoint_dir=work / "checkpoints" / name, medians=work / "medians",
-                        irreducible=work / f"irreducible_{norm}", lock=work / "no.lock")
+                        irreducible=work / f"irreducible_{norm}")
 
     rows = []
     for norm in ("batch", "precise"):  # one irreducible-loss model per normalisation
@@ -110,7 +110,8 @@ def main() -> int:
                 test = evaluate(EvaluatePaths(model=work / "models" / f"{name}.pt", medians=work / "medians",
                                               split=work / "split" / "test.txt", patches=work / "split" / "patches.csv",
                                               clean=work / "netcdf" / "truth" / "clean_labels",
-                                              out=work / "evaluate" / name), batch_size=16, progress=False)
+                                              out=work / "evaluate" / name, snapshots=None, holdout_model=None),
+                                batch_size=16, progress=False)
                 best, last5, change = stability(result.history)
                 rows.append({"method": method, "norm": variant, "seed": seed, "best_val_wf1": best,
                              "last5_val_wf1": last5, "mean_abs_change": change,

@@ -145,16 +145,26 @@ def test_evaluate_end_to_end(tmp_path):
                            loader=loader.model_dump(), metrics={"weighted_f1": 0.5}, epoch=3),
                 tmp_path / "model.pt")
 
+    # two snapshots of a learning curve (the same weights at two samples-seen points) and the same
+    # file as the irreducible-loss model: both must score exactly as the model does on clean labels
+    snapshots = tmp_path / "snapshots"
+    snapshots.mkdir()
+    for point, seen in ((1, 40), (2, 80)):
+        content = torch.load(tmp_path / "model.pt", weights_only=True)
+        save_atomic({**content, "counters": {"samples_seen": seen}}, snapshots / f"seen_{seen:09d}.pt")
+    (snapshots / "index.json").write_text(json.dumps([{"file": f"seen_{s:09d}.pt", "point": k, "samples_seen": s,
+                                                        "step": s // 4} for k, s in ((1, 40), (2, 80))]))
     out = tmp_path / "evaluate"
     result = evaluate(EvaluatePaths(model=tmp_path / "model.pt", medians=tmp_path / "medians",
                                     split=tmp_path / "test.txt", patches=tmp_path / "patches.csv",
-                                    clean=netcdf / "truth" / "clean_labels", out=out),
+                                    clean=netcdf / "truth" / "clean_labels", out=out, snapshots=snapshots,
+                                    holdout_model=tmp_path / "model.pt"),
                       label_set_name="s4a11", device="cpu", precision="32", batch_size=3, previews=2,
                       progress=False)
     assert result.line().startswith("evaluate: 2 test patches")
     assert sorted(result.files) == sorted(["metrics.json", "per_class.csv", "confusion.csv", "confusion_matrix.csv",
                                            "patch_scores.csv", "confusion.png", "per_class_f1.png", "previews.png",
-                                           "report.md"])
+                                           "report.md", "curve.csv"])
 
     # independent reference: the model over every sub-patch, scored by scikit-learn
     dataset = SubPatchDataset(tmp_path / "medians", paths, label_set, months=[4, 9], normalize=loader.normalize,
@@ -174,6 +184,16 @@ def test_evaluate_end_to_end(tmp_path):
             assert metrics[block][key] == pytest.approx(value, abs=1e-9), (block, key)
         assert metrics[block]["n_pixels"] == (truth > 0).sum()
     assert metrics["n_patches"] == 2 and metrics["model"] == {"epoch": 3, "val_weighted_f1": 0.5}
+    curve = pd.read_csv(out / "curve.csv")
+    assert list(curve.samples_seen) == [40, 80] and list(curve.point) == [1, 2]
+    for key in ("accuracy", "weighted_f1", "macro_f1"):
+        assert curve[key].tolist() == pytest.approx([metrics["clean"][key]] * 2, abs=1e-12)
+        assert metrics["holdout_model"][key] == pytest.approx(metrics["clean"][key], abs=1e-12)
+    assert metrics["curve"] == {"auc_weighted_f1": pytest.approx(metrics["clean"]["weighted_f1"]),
+                                "final_weighted_f1": pytest.approx(metrics["clean"]["weighted_f1"]),
+                                "final_macro_f1": pytest.approx(metrics["clean"]["macro_f1"]),
+                                "samples_seen": 80, "points": 2, "against": "clean"}
+    assert metrics["holdout_model"]["against"] == "clean"
 
     # the stitched clean map is the generator's file; the stitched labels are the netCDF's
     first = np.load(netcdf / "truth" / "clean_labels" / f"{Path(paths[0]).stem}.npy")

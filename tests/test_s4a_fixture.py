@@ -128,7 +128,8 @@ def test_whole_pipeline_runs_on_the_fixture(tmp_path):
     out = tmp_path / "evaluate"
     evaluated = evaluate(EvaluatePaths(model=tmp_path / "train.pt", medians=tmp_path / "medians",
                                        split=tmp_path / "split" / "test.txt", patches=tmp_path / "split" / "patches.csv",
-                                       clean=tmp_path / "netcdf" / "truth" / "clean_labels", out=out),
+                                       clean=tmp_path / "netcdf" / "truth" / "clean_labels", out=out,
+                                       snapshots=None, holdout_model=tmp_path / "holdout.pt"),
                          label_set_name="s4a11", device="cpu", precision="32", batch_size=1, previews=1,
                          progress=False)
     assert evaluated.line().startswith("evaluate: 1 test patches")
