@@ -74,16 +74,16 @@ def markdown(regimes: list[Regime], skipped: list[str], command: str) -> str:
            "seed-mean curve to reach its own final F1, divided by the method's (0: never reached). Noisy share: "
            "parcel pixels with a wrong label among those selected, in model-class space.", ""]
     for regime in regimes:
-        seeds = sorted({s for r in regime.rows for s in r.seeds})
         out += [f"## {regime.label}", "",
-                f"Seeds: {seeds}. Irreducible-loss model: clean-test weighted F1 "
+                "Seeds: those paired with uniform (a row's intervals need 2 or more). Irreducible-loss model: clean-test weighted F1 "
                 f"{_fmt(regime.holdout.get('clean_test_weighted_f1'))} ({regime.holdout.get('scored_against')}), "
                 f"trained on {regime.holdout.get('holdout_samples')} holdout samples. "
                 f"Figures: `{slug(regime.label)}_curves.png`, `{slug(regime.label)}_intervals.png`.", ""]
-        out.append("| method | " + " | ".join(title for _, title in COLUMNS) + " |")
-        out.append("|---" * (len(COLUMNS) + 1) + "|")
+        out.append("| method | seeds | " + " | ".join(title for _, title in COLUMNS) + " |")
+        out.append("|---" * (len(COLUMNS) + 2) + "|")
         for row in regime.rows:
-            out.append(f"| {_name(row)} | " + " | ".join(_cell(row.values.get(k), k) for k, _ in COLUMNS) + " |")
+            out.append(f"| {_name(row)} | {len(row.seeds)} | "
+                       + " | ".join(_cell(row.values.get(k), k) for k, _ in COLUMNS) + " |")
         out += ["", *verdicts(regime), ""]
     if skipped:
         out += ["## Experiments left out", "", *[f"- {s}" for s in skipped], ""]
@@ -136,6 +136,7 @@ def plot_intervals(regime: Regime, path: Path) -> None:
             axis.axvline(reference, color="#999999", ls="--", lw=1)
         axis.set_title(title, fontsize=9)
         axis.grid(alpha=0.3)
+        axis.locator_params(axis="x", nbins=5)
     axes[0].set_yticks(range(len(rows)), [_name(r) for r in rows])
     figure.suptitle(f"{regime.label}: means and paired-bootstrap 95 % intervals", fontsize=10)
     figure.tight_layout()

@@ -65,13 +65,15 @@ class Experiment:
         return int(self.params["train.seed"])
 
 
-def _revisions(show: list[dict[str, Any]]) -> Iterator[tuple[str, dict[str, Any]]]:
-    """(name, rev entry) of every experiment in ``dvc exp show --json`` output (baselines left out)."""
+def _revisions(show: list[dict[str, Any]]) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    """(name, executor state, rev entry) of every experiment in ``dvc exp show --json`` output
+    (baselines left out; ``done`` for experiments saved without a queue)."""
     for baseline in show:
         for experiment in baseline.get("experiments") or []:
+            state = ((experiment.get("executor") or {}).get("state") or "done").lower()
             for entry in experiment.get("revs") or []:
                 if entry.get("data") and not entry.get("error"):
-                    yield entry.get("name") or experiment.get("name") or entry["rev"][:7], entry
+                    yield entry.get("name") or experiment.get("name") or entry["rev"][:7], state, entry
 
 
 def _metrics(data: dict[str, Any], path: str) -> dict[str, Any]:
@@ -88,9 +90,16 @@ def git_curve(rev: str, repo: Path = Path(".")) -> pd.DataFrame | None:
 
 
 def read_experiments(show: list[dict[str, Any]], repo: Path = Path(".")) -> tuple[list[Experiment], list[str]]:
-    """Experiments with a learning curve, and the names of those left out (and why)."""
-    experiments, skipped = [], []
-    for name, entry in _revisions(show):
+    """Finished experiments with a learning curve, and those left out (and why): queued and running
+    ones are counted in one line, failed ones named."""
+    experiments, skipped, pending = [], [], 0
+    for name, state, entry in _revisions(show):
+        if state in ("queued", "running"):
+            pending += 1
+            continue
+        if state == "failed":
+            skipped.append(f"{name}: failed (`dvc queue logs {name}`)")
+            continue
         data = entry["data"]
         params = flatten((data.get("params") or {}).get("params.yaml", {}).get("data") or {})
         if "selection.method" not in params:
@@ -102,6 +111,8 @@ def read_experiments(show: list[dict[str, Any]], repo: Path = Path(".")) -> tupl
             continue
         experiments.append(Experiment(name, entry["rev"], params, _metrics(data, EVALUATE_METRICS),
                                       _metrics(data, TRAIN_METRICS), _metrics(data, HOLDOUT_METRICS), curve))
+    if pending:
+        skipped.append(f"{pending} experiment(s) queued or running, not finished yet")
     return experiments, skipped
 
 
