@@ -212,10 +212,18 @@ def test_copies_when_hard_links_fail(hub, patches, tmp_path, monkeypatch):
 def test_offline_mode_fails_fast_without_retrying(tmp_path):
     assert constants.HF_HUB_OFFLINE  # conftest: no test reaches the network
     started = time.perf_counter()
-    with pytest.raises(RuntimeError, match="HF_HUB_OFFLINE"):
+    with pytest.raises(RuntimeError, match="HF_HUB_OFFLINE") as raised:
         hf.download_patches(_data(tmp_path, retries=5), tmp_path / "netcdf")
     assert time.perf_counter() - started < 2
     assert not (tmp_path / "netcdf").exists()
+    # a domain error: the fetch stage prints one line naming the cause, not a traceback
+    from cropseg.stage_cli import run_stage
+
+    def body():
+        raise raised.value
+
+    assert isinstance(raised.value, hf.HubError)
+    assert run_stage("fetch_s4a", body) == 1
 
 
 def test_file_checksum_matches_the_hub_definitions(tmp_path):

@@ -177,7 +177,7 @@ def fetch_s4a(data: Data, out: str | Path, workers: int | None = None) -> FetchS
     Raises:
         FetchError: invalid files (with ``on_invalid: error``), no valid patch, a missing or
             ambiguous ``local`` folder, or a ``huggingface`` checksum mismatch or empty selection.
-        RuntimeError: another ``huggingface`` failure, as :func:`cropseg.hf.download_patches`
+        cropseg.hf.HubError: another ``huggingface`` failure, as :func:`cropseg.hf.download_patches`
             raises it (listing or a download failed for good).
     """
     try:

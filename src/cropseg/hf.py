@@ -72,6 +72,11 @@ _RETRY_STATUS = (408, 429, 500, 502, 503, 504)
 T = TypeVar("T")
 
 
+class HubError(RuntimeError):
+    """Listing or downloading failed for good (a missing repo or revision, or transient errors until
+    the retries ran out): a domain error, so the stage prints one line, not a traceback."""
+
+
 class ChecksumMismatch(RuntimeError):
     """A downloaded file kept differing from the checksum the Hub lists for it."""
 
@@ -191,7 +196,7 @@ def list_patches(data: Data, api: HfApi | None = None) -> tuple[str, list[Remote
         and every patch file of the repo, in the same order.
 
     Raises:
-        RuntimeError: the repo or revision does not exist, or listing failed for good (final
+        HubError: the repo or revision does not exist, or listing failed for good (final
             error or retries used up; the message points at the network, ``HF_ENDPOINT`` and
             ``HF_HUB_OFFLINE``).
         ValueError: a selected patch name occurs at more than one path in the repo.
@@ -205,9 +210,9 @@ def list_patches(data: Data, api: HfApi | None = None) -> tuple[str, list[Remote
         entries = _with_retries(hub, f"listing {_describe(data)}", lambda: list(api.list_repo_tree(
             hub.repo_id, repo_type=REPO_TYPE, revision=commit, recursive=True)))
     except (RepositoryNotFoundError, RevisionNotFoundError) as error:
-        raise RuntimeError(f"cannot list {_describe(data)}: {error}") from error
+        raise HubError(f"cannot list {_describe(data)}: {error}") from error
     except Exception as error:
-        raise RuntimeError(f"cannot list {_describe(data)} ({type(error).__name__}: {error}); "
+        raise HubError(f"cannot list {_describe(data)} ({type(error).__name__}: {error}); "
                            f"check the network, HF_ENDPOINT and HF_HUB_OFFLINE") from error
 
     patches: list[RemotePatch] = []
@@ -290,7 +295,7 @@ def fetch_patch(patch: RemotePatch, commit: str, cfg: HuggingFaceData, dest_root
     Raises:
         ChecksumMismatch: the content still differs from the listed checksum after
             ``cfg.retries`` retries.
-        RuntimeError: the download failed with a final error, or with transient ones until the
+        HubError: the download failed with a final error, or with transient ones until the
             retries were used up.
     """
     found: str | None = None
@@ -302,7 +307,7 @@ def fetch_patch(patch: RemotePatch, commit: str, cfg: HuggingFaceData, dest_root
                 cache_dir=cfg.cache_dir, tqdm_class=silent_tqdm))
         except Exception as error:
             if policy.is_last(attempt) or not is_transient(error):
-                raise RuntimeError(f"{cfg.repo_id}/{patch.repo_path}: download failed after {attempt + 1} "
+                raise HubError(f"{cfg.repo_id}/{patch.repo_path}: download failed after {attempt + 1} "
                                    f"attempt(s): {type(error).__name__}: {error}") from error
             logger.warning("%s: download failed (%s: %s); retry %d/%d", patch.repo_path,
                            type(error).__name__, error, attempt + 1, cfg.retries)
@@ -335,7 +340,7 @@ def download_patches(data: Data, dest_root: Path) -> list[Path]:
     Raises:
         NoMatchingPatches: no patch of the repo passes the filters.
         ChecksumMismatch: a file stays corrupt after the retries.
-        RuntimeError: listing or a download failed otherwise (see :func:`list_patches`,
+        HubError: listing or a download failed otherwise (see :func:`list_patches`,
             :func:`fetch_patch`).
         ValueError: a selected patch name occurs twice in the repo.
     """
