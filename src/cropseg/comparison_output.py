@@ -50,14 +50,17 @@ def verdicts(regime: Regime) -> list[str]:
     for row in regime.rows:
         if row.method == "uniform":
             continue
-        for key, what in (("auc_vs_uniform", "test-F1 AUC than uniform"), ("final_f1_vs_uniform",
-                                                                          "final test F1 than uniform"),
-                          ("auc_vs_loss", "test-F1 AUC than loss")):
+        for key, what, reference in (("auc_vs_uniform", "test-F1 AUC", "uniform"),
+                                     ("final_f1_vs_uniform", "final test F1", "uniform"),
+                                     ("auc_vs_loss", "test-F1 AUC", "loss")):
             value = row.values.get(key)
             if value is None:
                 continue
-            word = ("higher" if value.low > 0 else "lower") if value.excludes_zero else "no different"
-            lines.append(f"- {_name(row)}: {word} {what} (Δ {value.text()})")
+            if value.excludes_zero:
+                word = "higher" if value.low > 0 else "lower"
+                lines.append(f"- {_name(row)}: {word} {what} than {reference} (Δ {value.text()})")
+            else:
+                lines.append(f"- {_name(row)}: {what} not distinguishable from {reference}'s (Δ {value.text()})")
         speed = row.values.get("speedup")
         if speed is not None:
             word = "faster than" if speed.low > 1 else ("slower than" if speed.high < 1 else "not distinguishable from")
