@@ -7,6 +7,7 @@ import). ``dvc plots show`` HTML needs a CDN for vega, so the pictures are PNG.
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 
@@ -35,6 +36,8 @@ def _name(row: Row) -> str:
 def _cell(value: Interval | None, key: str) -> str:
     if value is None:
         return ""
+    if math.isnan(value.value):  # e.g. a ratio of two zero noisy shares (no noise in the regime)
+        return "n/a"
     text = value.text(2 if key == "speedup" else 3)
     if key == "speedup":
         text = text.replace(" [", "× [")
