@@ -169,6 +169,15 @@ def test_copies_with_crs_on_the_group_are_accepted_everywhere(tmp_path):
     assert row["epsg"] == 32631
 
 
+def _footprint_readers_refuse(path: Path, match: str) -> None:
+    """fetch_dem's footprint and the split's patch table both refuse ``path`` with ``match``."""
+    with pytest.raises(DemError, match=match):
+        patch_footprint(path)
+    info = PatchInfo(path.name, 2019, "31TCG", PLAN.name.x, PLAN.name.y, "ES", 6, 61)
+    with pytest.raises(PatchTableError, match=match):
+        patch_row(info, path.parent, [])
+
+
 def test_crs_nowhere_names_the_variable_and_both_places(tmp_path):
     path = tmp_path / PLAN.name.filename
     write_patch_netcdf(generate_patch(CFG, PLAN), path)
@@ -179,11 +188,7 @@ def test_crs_nowhere_names_the_variable_and_both_places(tmp_path):
         "labels: attribute 'crs' missing: looked on variable labels/labels and on group labels",
         "B05: attribute 'crs' missing: looked on variable B05/B05 and on group B05",
     ]
-    with pytest.raises(DemError, match="looked on variable labels/labels and on group labels"):
-        patch_footprint(path)
-    info = PatchInfo(path.name, 2019, "31TCG", PLAN.name.x, PLAN.name.y, "ES", 6, 61)
-    with pytest.raises(PatchTableError, match="looked on variable labels/labels and on group labels"):
-        patch_row(info, tmp_path, [])
+    _footprint_readers_refuse(path, "looked on variable labels/labels and on group labels")
 
 
 def test_a_transform_that_is_not_six_numbers_is_a_defect(tmp_path):
@@ -250,11 +255,7 @@ def test_a_crs_without_epsg_code_is_refused_by_both_footprint_readers(tmp_path):
     custom = "+proj=tmerc +lat_0=0 +lon_0=1.5 +k=0.9996 +x_0=500000 +y_0=0 +ellps=intl +units=m"
     with netCDF4.Dataset(path, "a") as ds:
         ds["labels"]["labels"].setncattr("crs", custom)
-    with pytest.raises(DemError, match="has no EPSG code"):
-        patch_footprint(path)
-    info = PatchInfo(path.name, 2019, "31TCG", PLAN.name.x, PLAN.name.y, "ES", 6, 61)
-    with pytest.raises(PatchTableError, match="has no EPSG code"):
-        patch_row(info, tmp_path, [])
+    _footprint_readers_refuse(path, "has no EPSG code")
 
 
 def test_the_two_grid_readers_agree_on_published_patches(tmp_path):
