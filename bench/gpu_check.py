@@ -17,11 +17,11 @@ import time
 import numpy as np
 import torch
 
-from cropseg.dataset import Batch
-from cropseg.loss import parcel_nll
-from cropseg.models import build_model
-from cropseg.precise_bn import calibration_positions, recalibrate
-from cropseg.precision import autocast
+from cropseg.nn.dataset import Batch
+from cropseg.nn.loss import parcel_nll
+from cropseg.nn.models import build_model
+from cropseg.nn.precise_bn import calibration_positions, recalibrate
+from cropseg.nn.precision import autocast
 
 MONTHS, BANDS, SIDE, CLASSES = 6, 4, 61, 12
 

@@ -27,17 +27,17 @@ import torch  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from cropseg.dataset import SubPatchDataset, read_split_list  # noqa: E402
-from cropseg.labels import load_label_set  # noqa: E402
-from cropseg.medians import open_patch  # noqa: E402
+from cropseg.nn.dataset import SubPatchDataset, read_split_list  # noqa: E402
+from cropseg.split.labels import load_label_set  # noqa: E402
+from cropseg.medians.stage import open_patch  # noqa: E402
 
 MONTHS = [4, 9]
 
 
 def make_store(tmp: Path, patches: int) -> tuple[Path, list[str]]:
-    from cropseg.fetch import fetch_s4a
-    from cropseg.medians import run_medians
-    from cropseg.params import Data, Medians, SyntheticData
+    from cropseg.fetch.stage import fetch_s4a
+    from cropseg.medians.stage import run_medians
+    from cropseg.core.params import Data, Medians, SyntheticData
 
     data = Data(synthetic=SyntheticData(patches=patches, acquisitions=30))
     fetch_s4a(data, tmp / "netcdf", workers=2)

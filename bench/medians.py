@@ -5,14 +5,14 @@ interleaved patch by patch, it times per patch:
 
 * ``read``: netCDF4 reading + decompressing the band variables and the labels, nothing else
   (the lower bound for any implementation that reads these files);
-* ``stage``: what the stage does per patch: :func:`cropseg.medians.read_header` (the plan pass)
-  and :func:`cropseg.medians.process_patch`, i.e. read, medians, interpolation, cut, both blocks
+* ``stage``: what the stage does per patch: :func:`cropseg.medians.stage.read_header` (the plan pass)
+  and :func:`cropseg.medians.stage.process_patch`, i.e. read, medians, interpolation, cut, both blocks
   written into their shard and the code counts of the index (``compute`` is the same without
   the header pass, the write and the counts);
 * ``xarray``: the authors' recipe (``tests/medians_oracle.py``), on fewer patches (it is slow),
   also checked to give the same numbers as the stage;
 
-then the stage end to end (:func:`cropseg.medians.run_medians`) with 1 and 2 process workers.
+then the stage end to end (:func:`cropseg.medians.stage.run_medians`) with 1 and 2 process workers.
 Prints seconds per patch (median over repeats) and the ratios. Not a test.
 
     .venv/bin/python bench/medians.py [--patches 6] [--oracle-patches 2] [--repeats 3]
@@ -36,12 +36,12 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
-from cropseg.executor import make_executor  # noqa: E402
-from cropseg.medians import compute_patch, plan_medians, process_patch, read_header, run_medians  # noqa: E402
-from cropseg.store import DEFAULT_SHARD_BYTES, create_shards  # noqa: E402
-from cropseg.params import Medians, SyntheticData  # noqa: E402
-from cropseg.s4a import PatchInfo, read_index, write_index  # noqa: E402
-from cropseg.synthetic import generate_patch, plan_patches, write_patch_netcdf  # noqa: E402
+from cropseg.core.executor import make_executor  # noqa: E402
+from cropseg.medians.stage import compute_patch, plan_medians, process_patch, read_header, run_medians  # noqa: E402
+from cropseg.medians.store import DEFAULT_SHARD_BYTES, create_shards  # noqa: E402
+from cropseg.core.params import Medians, SyntheticData  # noqa: E402
+from cropseg.s4a.netcdf import PatchInfo, read_index, write_index  # noqa: E402
+from cropseg.fetch.synthetic import generate_patch, plan_patches, write_patch_netcdf  # noqa: E402
 from medians_oracle import xarray_medians  # noqa: E402
 
 

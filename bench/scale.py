@@ -52,7 +52,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from cropseg.store import ALIGN, DEFAULT_SHARD_BYTES, create_shards, plan_store, write_index  # noqa: E402
+from cropseg.medians.store import ALIGN, DEFAULT_SHARD_BYTES, create_shards, plan_store, write_index  # noqa: E402
 
 WINDOW, GRID, PERIODS, BANDS, FREQ = 4, 6, 6, 1, "2MS"
 REAL = {"window": 61, "grid": 6, "periods": 12, "bands": 4}  # S4A defaults: 366 px, 1MS, 4 bands, float32
@@ -99,7 +99,7 @@ def make_patches(rng: np.random.Generator, count: int) -> tuple[np.ndarray, np.n
 
 
 def chunk_counts(labels: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """:func:`cropseg.store.code_counts` of every patch of ``labels``, vectorised over the chunk."""
+    """:func:`cropseg.medians.store.code_counts` of every patch of ``labels``, vectorised over the chunk."""
     count, per = labels.shape[0], GRID * GRID
     flat = labels.reshape(count * per, -1).astype(np.uint64)
     keys = (np.arange(count * per, dtype=np.uint64)[:, None] << np.uint64(32)) | flat
@@ -112,7 +112,7 @@ def chunk_counts(labels: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, np.nd
 
 
 def store_meta() -> dict:
-    from cropseg.medians import period_starts
+    from cropseg.medians.stage import period_starts
 
     return {"bands": ["B02"][:BANDS], "freq": FREQ, "window": WINDOW, "dtype": "float32",
             "period_date": "start of the right-closed period (bins[i], bins[i+1]]",
@@ -175,7 +175,7 @@ def build_sparse(root: Path, n: int) -> list[str]:
     create_shards(medians, plan)
     one = (np.arange(36, dtype=np.int64), np.zeros(36, np.int64), np.full(36, 61 * 61, np.int64))
     meta = {**store_meta(), "bands": ["B02", "B03", "B04", "B08"], "freq": "1MS", "window": 61}
-    from cropseg.medians import period_starts
+    from cropseg.medians.stage import period_starts
 
     meta["periods"] = {str(y): period_starts(y, "1MS") for y in YEARS}
     write_index(medians, plan, [one] * len(plan.slots), meta)
@@ -191,7 +191,7 @@ class PerPatchDataset:
     parcel pixels counted by reading every label map at construction."""
 
     def __init__(self, root: Path, split: list[str], label_set, months: list[int], normalize: float):
-        from cropseg.dataset import period_slice
+        from cropseg.nn.dataset import period_slice
 
         self.root = Path(root)
         self.meta = json.loads((self.root / "meta.json").read_text())
@@ -270,8 +270,8 @@ def measure_real(medians: Path, split: Path, batches: int) -> dict:
     """Random-access samples/s with the real payload (sparse real-size store, every sample kept)."""
     import torch
 
-    from cropseg.dataset import SubPatchDataset, read_split_list
-    from cropseg.labels import load_label_set
+    from cropseg.nn.dataset import SubPatchDataset, read_split_list
+    from cropseg.split.labels import load_label_set
 
     torch.set_num_threads(1)
     dataset = SubPatchDataset(medians, read_split_list(split), load_label_set("s4a11", ROOT / "configs" / "labels"),
@@ -291,8 +291,8 @@ def measure(layout: str, medians: Path, split: Path, batches: int) -> dict:
     """Construction, class counts, descriptors and throughput of one store, in this process."""
     import torch
 
-    from cropseg.dataset import SubPatchDataset, read_split_list
-    from cropseg.labels import load_label_set
+    from cropseg.nn.dataset import SubPatchDataset, read_split_list
+    from cropseg.split.labels import load_label_set
 
     torch.set_num_threads(1)
     paths = read_split_list(split)

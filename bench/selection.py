@@ -23,12 +23,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from cropseg.dataset import Batch  # noqa: E402
-from cropseg.loss import parcel_nll  # noqa: E402
-from cropseg.models import build_model  # noqa: E402
-from cropseg.params import Selection  # noqa: E402
-from cropseg.precision import autocast, use_bf16  # noqa: E402
-from cropseg.selection import Selector, per_sample_scores  # noqa: E402
+from cropseg.nn.dataset import Batch  # noqa: E402
+from cropseg.nn.loss import parcel_nll  # noqa: E402
+from cropseg.nn.models import build_model  # noqa: E402
+from cropseg.core.params import Selection  # noqa: E402
+from cropseg.nn.precision import autocast, use_bf16  # noqa: E402
+from cropseg.selection.selector import Selector, per_sample_scores  # noqa: E402
 
 N_CLASSES, MONTHS, BANDS, WINDOW = 12, 6, 4, 61
 

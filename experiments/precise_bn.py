@@ -29,14 +29,14 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from cropseg.dem import fetch_dem
-from cropseg.evaluate import EvaluatePaths, evaluate
-from cropseg.fetch import fetch_s4a
-from cropseg.irreducible import run_irreducible
-from cropseg.medians import run_medians
-from cropseg.params import parse_params
-from cropseg.split import run_split
-from cropseg.train import RunPaths, train
+from cropseg.fetch.dem import fetch_dem
+from cropseg.evaluate.stage import EvaluatePaths, evaluate
+from cropseg.fetch.stage import fetch_s4a
+from cropseg.selection.irreducible import run_irreducible
+from cropseg.medians.stage import run_medians
+from cropseg.core.params import parse_params
+from cropseg.split.stage import run_split
+from cropseg.train.loop import RunPaths, train
 
 VARIANTS = {"batch": ("batch", "batch"), "precise": ("precise", "batch"), "precise/pop": ("precise", "population")}
 

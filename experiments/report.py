@@ -13,8 +13,8 @@ import json
 import sys
 from pathlib import Path
 
-from cropseg.comparison_output import write_report
-from cropseg.comparison_report import ReportError, build_regimes, exp_show_json, read_experiments
+from cropseg.compare.report import write_report
+from cropseg.compare.results import ReportError, build_regimes, exp_show_json, read_experiments
 
 
 def main() -> int:

@@ -13,10 +13,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from cropseg.evaluate import EvaluatePaths, evaluate
-from cropseg.params import load_params
-from cropseg.stage_cli import run_stage
-from cropseg.stage_runs import track_evaluate
+from cropseg.evaluate.stage import EvaluatePaths, evaluate
+from cropseg.core.params import load_params
+from cropseg.core.stage_cli import run_stage
+from cropseg.tracking.scoring_runs import track_evaluate
 
 DEFAULTS = EvaluatePaths()
 

@@ -8,10 +8,10 @@ import argparse
 import sys
 import time
 
-from cropseg.atomic import atomic_dir
-from cropseg.dem import fetch_dem
-from cropseg.params import load_params
-from cropseg.stage_cli import run_stage
+from cropseg.core.atomic import atomic_dir
+from cropseg.fetch.dem import fetch_dem
+from cropseg.core.params import load_params
+from cropseg.core.stage_cli import run_stage
 
 
 def main() -> int:

@@ -11,9 +11,9 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=None, help="processes (default: CPU count, max 8)")
     args = parser.parse_args()
     # imported after parsing, so `--help` stays instant (no netCDF, SciPy or Hugging Face imports)
-    from cropseg.fetch import fetch_s4a
-    from cropseg.params import load_params
-    from cropseg.stage_cli import run_stage
+    from cropseg.fetch.stage import fetch_s4a
+    from cropseg.core.params import load_params
+    from cropseg.core.stage_cli import run_stage
 
     # a FetchError's message already ends with the restore hint; run_stage adds it to the others
     return run_stage("fetch_s4a", lambda: fetch_s4a(load_params(args.params).data, args.out, args.workers),

@@ -4,10 +4,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from cropseg.irreducible import run_irreducible
-from cropseg.params import load_params
-from cropseg.stage_cli import run_stage
-from cropseg.stage_runs import track_irreducible
+from cropseg.selection.irreducible import run_irreducible
+from cropseg.core.params import load_params
+from cropseg.core.stage_cli import run_stage
+from cropseg.tracking.scoring_runs import track_irreducible
 
 
 def main() -> int:

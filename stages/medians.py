@@ -3,9 +3,9 @@
 import argparse
 import sys
 
-from cropseg.medians import run_medians
-from cropseg.params import load_params
-from cropseg.stage_cli import run_stage
+from cropseg.medians.stage import run_medians
+from cropseg.core.params import load_params
+from cropseg.core.stage_cli import run_stage
 
 
 def main() -> int:

@@ -18,10 +18,10 @@ from pathlib import Path
 
 def _folder_patches(folder: Path, work: Path, params) -> tuple[Path, Path, list[str]]:
     """An S4A folder through the pipeline's own fetch (validated, indexed, linked) and medians stages."""
-    from cropseg.fetch import fetch_s4a
-    from cropseg.medians import run_medians
-    from cropseg.params import Data, LocalData
-    from cropseg.s4a import find_patches, parse_patch_name
+    from cropseg.fetch.stage import fetch_s4a
+    from cropseg.medians.stage import run_medians
+    from cropseg.core.params import Data, LocalData
+    from cropseg.s4a.netcdf import find_patches, parse_patch_name
 
     names = [parse_patch_name(p.name) for p in find_patches(folder)]
     if not names:
@@ -51,10 +51,10 @@ def main() -> int:
                                                        "train.physical_batch_size, as the evaluate stage)")
     args = parser.parse_args()
 
-    from cropseg.dataset import read_split_list
-    from cropseg.params import load_params
-    from cropseg.predict import predict_patches
-    from cropseg.stage_cli import run_stage
+    from cropseg.nn.dataset import read_split_list
+    from cropseg.core.params import load_params
+    from cropseg.predict.stage import predict_patches
+    from cropseg.core.stage_cli import run_stage
 
     def body():
         params = load_params(args.params)

@@ -3,10 +3,10 @@
 import argparse
 import sys
 
-from cropseg.labels import load_label_set
-from cropseg.params import load_params
-from cropseg.split import run_split
-from cropseg.stage_cli import run_stage
+from cropseg.split.labels import load_label_set
+from cropseg.core.params import load_params
+from cropseg.split.stage import run_split
+from cropseg.core.stage_cli import run_stage
 
 
 def main() -> int:

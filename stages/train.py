@@ -8,9 +8,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from cropseg.params import load_params
-from cropseg.stage_cli import run_stage
-from cropseg.train import RunPaths, train
+from cropseg.core.params import load_params
+from cropseg.core.stage_cli import run_stage
+from cropseg.train.loop import RunPaths, train
 
 DEFAULTS = {
     "holdout": dict(split="data/split/holdout", model="models/holdout.pt", metrics="metrics/holdout"),
@@ -45,7 +45,7 @@ def main() -> int:
                          snapshots=Path(args.snapshots or defaults["snapshots"]) if args.stage == "train" else None)
         return train(params, args.stage, paths).line(args.stage)
 
-    # ValueError: a split or config the run refuses (cropseg.guards, cropseg.train), named in the message
+    # ValueError: a split or config the run refuses (cropseg.split.guards, cropseg.train.loop), named in the message
     return run_stage(args.stage, body, errors=(ValueError, FileNotFoundError))
 
 

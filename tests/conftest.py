@@ -10,7 +10,7 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
-from cropseg.params import Data, SyntheticData  # noqa: E402
+from cropseg.core.params import Data, SyntheticData  # noqa: E402
 
 
 def tiny_data(**synthetic) -> Data:
@@ -23,7 +23,7 @@ def tiny_data(**synthetic) -> Data:
 @pytest.fixture
 def tiny_netcdf(tmp_path: Path) -> Path:
     """A fetched ``data/netcdf`` folder of 4 tiny synthetic patches."""
-    from cropseg.fetch import fetch_s4a
+    from cropseg.fetch.stage import fetch_s4a
 
     out = tmp_path / "netcdf"
     fetch_s4a(tiny_data(), out, workers=1)

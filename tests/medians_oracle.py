@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from cropseg.s4a import BANDS
+from cropseg.s4a.netcdf import BANDS
 
 
 def xarray_medians(path: str | Path, bands: list[str], freq: str = "1MS", window: int = 61

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cropseg.code_deps import expected_deps, problems, rewrite, stage_modules
+from cropseg.core.code_deps import expected_deps, problems, rewrite, stage_modules
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -29,10 +29,10 @@ def test_every_stage_lists_exactly_the_modules_it_imports():
     # the ones the issue found missing by hand
     for module in ("checkpoint", "models", "scoring", "selection", "precision", "labels", "params", "atomic"):
         assert f"src/cropseg/{module}.py" in deps["irreducible_loss"], module
-    assert {"src/cropseg/tracking.py", "src/cropseg/store.py"} <= set(deps["train"])
-    assert "src/cropseg/geo.py" in deps["fetch_s4a"] and "src/cropseg/geo.py" in deps["fetch_dem"]
+    assert {"src/cropseg/tracking/tracker.py", "src/cropseg/medians/store.py"} <= set(deps["train"])
+    assert "src/cropseg/s4a/geo.py" in deps["fetch_s4a"] and "src/cropseg/s4a/geo.py" in deps["fetch_dem"]
     # light stages stay light: no training code behind params validation
-    assert not {"src/cropseg/selection.py", "src/cropseg/train.py"} & set(deps["fetch_s4a"])
+    assert not {"src/cropseg/selection/selector.py", "src/cropseg/train/loop.py"} & set(deps["fetch_s4a"])
 
 
 def test_a_new_import_not_in_dvc_yaml_fails_the_check_and_write_fixes_it(tmp_path):
@@ -42,11 +42,11 @@ def test_a_new_import_not_in_dvc_yaml_fails_the_check_and_write_fixes_it(tmp_pat
                                              "from __future__ import annotations\n\nfrom .geotiff import NODATA\n", 1))
     found = problems(repo)
     assert any(line.startswith("dvc.yaml: stage irreducible_loss:") and "missing" in line
-               and "src/cropseg/geotiff.py" in line
+               and "src/cropseg/predict/geotiff.py" in line
                for line in found), found
     assert "geotiff.py" in stage_modules(repo / "stages" / "train.py", repo / "src" / "cropseg")
     assert rewrite(repo) and problems(repo) == [] and not rewrite(repo)
-    done = subprocess.run([sys.executable, "-m", "cropseg.code_deps", "--repo", str(repo), "--check"],
+    done = subprocess.run([sys.executable, "-m", "cropseg.core.code_deps", "--repo", str(repo), "--check"],
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stdout
 
@@ -76,4 +76,4 @@ def test_dvc_status_sees_an_edit_of_a_module_irreducible_loss_runs(tmp_path):
     used = repo / "src" / "cropseg" / "precise_bn.py"  # irreducible -> selection -> precise_bn: not listed by hand
     used.write_text(used.read_text() + "\n# an edit\n")
     status = _dvc(repo, "status", "irreducible_loss")
-    assert "irreducible_loss:" in status and "changed deps" in status and "src/cropseg/precise_bn.py" in status
+    assert "irreducible_loss:" in status and "changed deps" in status and "src/cropseg/nn/precise_bn.py" in status

@@ -4,9 +4,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cropseg.comparison import auc, first_reach, paired_bootstrap, speedup
-from cropseg.comparison_report import Experiment, ReportError, build_regimes, regime_key
-from cropseg.params import flatten
+from cropseg.compare.statistics import auc, first_reach, paired_bootstrap, speedup
+from cropseg.compare.results import Experiment, ReportError, build_regimes, regime_key
+from cropseg.core.params import flatten
 
 
 def test_auc_is_the_trapezoid_mean_over_the_span():

@@ -19,9 +19,11 @@ import rasterio  # noqa: E402
 from rasterio.transform import from_origin  # noqa: E402
 from rasterio.windows import from_bounds  # noqa: E402
 
-from cropseg import dem, terrain  # noqa: E402
-from cropseg.geo import footprint_lonlat, tile_grid  # noqa: E402
-from cropseg.params import CopernicusDem, Data, Dem, SyntheticData  # noqa: E402
+from cropseg.fetch import dem as dem  # noqa: E402
+
+from cropseg.fetch import terrain as terrain  # noqa: E402
+from cropseg.s4a.geo import footprint_lonlat, tile_grid  # noqa: E402
+from cropseg.core.params import CopernicusDem, Data, Dem, SyntheticData  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -29,7 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def netcdf(tmp_path_factory) -> Path:
     """Three tiny synthetic patches on three MGRS tiles (three 1x1 degree DEM tiles)."""
-    from cropseg.fetch import fetch_s4a
+    from cropseg.fetch.stage import fetch_s4a
 
     out = tmp_path_factory.mktemp("s4a") / "netcdf"
     data = Data(years=[2019], tiles=["31TCG", "31TCJ", "31TDG"],
@@ -296,7 +298,7 @@ def test_copernicus_unreachable_server_fails_after_retries(tmp_path, no_proxy):
 
 
 def test_retry_policy_waits_double_capped_and_only_between_attempts(monkeypatch):
-    from cropseg import download
+    from cropseg.core import download as download
 
     slept = []
     monkeypatch.setattr(download.time, "sleep", slept.append)

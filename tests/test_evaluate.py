@@ -10,10 +10,10 @@ import pytest
 import torch
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
-from cropseg.evaluate import CleanTruth, EvaluatePaths, confusion_rows, evaluate, patch_table, per_class_table
-from cropseg.scoring import CROP_BORDER, SplitConfusion
-from cropseg.subpatches import PatchCanvas, cut, stitch
-from cropseg.labels import LabelSet
+from cropseg.evaluate.stage import CleanTruth, EvaluatePaths, confusion_rows, evaluate, patch_table, per_class_table
+from cropseg.nn.scoring import CROP_BORDER, SplitConfusion
+from cropseg.medians.subpatches import PatchCanvas, cut, stitch
+from cropseg.split.labels import LabelSet
 
 from conftest import tiny_data
 
@@ -121,13 +121,13 @@ def test_stitching_places_sub_patches_where_they_came_from():
 
 def test_evaluate_end_to_end(tmp_path):
     """fetch -> medians -> an untrained model -> evaluate: files, metrics vs scikit-learn, clean truth, previews."""
-    from cropseg.checkpoint import model_file, save_atomic
-    from cropseg.dataset import SubPatchDataset
-    from cropseg.fetch import fetch_s4a
-    from cropseg.labels import load_label_set
-    from cropseg.medians import run_medians
-    from cropseg.models import build_model
-    from cropseg.params import Loader, Medians
+    from cropseg.nn.checkpoint import model_file, save_atomic
+    from cropseg.nn.dataset import SubPatchDataset
+    from cropseg.fetch.stage import fetch_s4a
+    from cropseg.split.labels import load_label_set
+    from cropseg.medians.stage import run_medians
+    from cropseg.nn.models import build_model
+    from cropseg.core.params import Loader, Medians
 
     netcdf = tmp_path / "netcdf"
     fetch_s4a(tiny_data(patches=2, patch_size=122, label_noise=0.3), netcdf, workers=1)
@@ -171,7 +171,7 @@ def test_evaluate_end_to_end(tmp_path):
                               skip_empty=False)
     assert dataset.per_patch == 4  # 122 px = 2 x 2 windows of 61: stitching matters
     batch = dataset[list(range(len(dataset)))]
-    with torch.no_grad():  # in the stage's batches of 3: normalisation uses batch statistics (cropseg.models.norm)
+    with torch.no_grad():  # in the stage's batches of 3: normalisation uses batch statistics (cropseg.nn.models.norm)
         pred = torch.cat([model.eval()(batch.x[i:i + 3]).argmax(1) for i in range(0, len(dataset), 3)]).numpy()
     clean = CleanTruth(dataset, netcdf / "truth" / "clean_labels", label_set).labels(batch.index).numpy()
     assert (clean != batch.y.numpy()).any()  # label noise: the clean truth differs from the labels

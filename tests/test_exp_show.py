@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from cropseg.tracking import Tracker
+from cropseg.tracking.tracker import Tracker
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

@@ -19,10 +19,10 @@ from huggingface_hub.errors import OfflineModeIsEnabled
 from huggingface_hub.utils import _http as hf_http
 from huggingface_hub.utils import close_session, set_client_factory
 
-from cropseg import hf
-from cropseg.params import Data, HuggingFaceData, SyntheticData
-from cropseg.s4a import parse_patch_name, validate_patch
-from cropseg.synthetic import plan_patches, write_patch
+from cropseg.fetch import huggingface as hf
+from cropseg.core.params import Data, HuggingFaceData, SyntheticData
+from cropseg.s4a.netcdf import parse_patch_name, validate_patch
+from cropseg.fetch.synthetic import plan_patches, write_patch
 
 from fakehub import FakeHub, FakeHubServer, HubFile
 
@@ -217,7 +217,7 @@ def test_offline_mode_fails_fast_without_retrying(tmp_path):
     assert time.perf_counter() - started < 2
     assert not (tmp_path / "netcdf").exists()
     # a domain error: the fetch stage prints one line naming the cause, not a traceback
-    from cropseg.stage_cli import run_stage
+    from cropseg.core.stage_cli import run_stage
 
     def body():
         raise raised.value
@@ -234,7 +234,7 @@ def test_file_checksum_matches_the_hub_definitions(tmp_path):
 
 
 def test_fetch_s4a_stage_validates_and_indexes_hub_files(hub, patches, tmp_path):
-    from cropseg.fetch import INDEX_FILE, fetch_s4a
+    from cropseg.fetch.stage import INDEX_FILE, fetch_s4a
 
     summary = fetch_s4a(_data(tmp_path, years=(2020,)), tmp_path / "netcdf", workers=1)
     assert summary.patches == 2 and summary.skipped == 0

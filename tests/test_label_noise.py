@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from cropseg.dataset import SubPatchDataset
-from cropseg.label_noise import LabelNoise, relabel, sample_keys
-from cropseg.labels import load_label_set
+from cropseg.nn.dataset import SubPatchDataset
+from cropseg.nn.label_noise import LabelNoise, relabel, sample_keys
+from cropseg.split.labels import load_label_set
 
 LABELS = load_label_set("s4a11")
 
@@ -61,9 +61,9 @@ def test_dataset_relabels_noisy_samples_and_counts_classes_as_labelled(medians_s
 
 @pytest.fixture(scope="module")
 def medians_store(tmp_path_factory):
-    from cropseg.fetch import fetch_s4a
-    from cropseg.medians import run_medians
-    from cropseg.params import Medians
+    from cropseg.fetch.stage import fetch_s4a
+    from cropseg.medians.stage import run_medians
+    from cropseg.core.params import Medians
 
     from conftest import tiny_data
 

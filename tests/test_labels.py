@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from cropseg.labels import LabelSet, LabelSetError, available_label_sets, load_label_set
-from cropseg.synthetic import CROPS
+from cropseg.split.labels import LabelSet, LabelSetError, available_label_sets, load_label_set
+from cropseg.fetch.synthetic import CROPS
 
 ROOT = Path(__file__).resolve().parents[1] / "configs" / "labels"
 

@@ -8,8 +8,8 @@ import sys
 import textwrap
 from pathlib import Path
 
-from cropseg.atomic import atomic_dir, atomic_file
-from cropseg.tracking import Tracker
+from cropseg.core.atomic import atomic_dir, atomic_file
+from cropseg.tracking.tracker import Tracker
 
 COLUMNS = dict(step_columns=["loss"], val_columns=["weighted_f1", "selection/score_selected"])
 
@@ -19,7 +19,7 @@ def test_a_killed_writer_leaves_a_sibling_that_the_next_write_removes(tmp_path):
     script = textwrap.dedent(f"""
         import os, signal, sys
         sys.path.insert(0, {str(Path(__file__).parents[1] / 'src')!r})
-        from cropseg.atomic import atomic_dir
+        from cropseg.core.atomic import atomic_dir
         with atomic_dir({str(target)!r}) as tmp:
             (tmp / "half.npy").write_bytes(b"x")
             os.kill(os.getpid(), signal.SIGKILL)

@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cropseg.loss import batch_loss, class_weights, parcel_nll, per_sample_loss, pixel_weight_sum
-from cropseg.models import build_model
+from cropseg.nn.loss import batch_loss, class_weights, parcel_nll, per_sample_loss, pixel_weight_sum
+from cropseg.nn.models import build_model
 
 
 def test_class_weights_known_table():

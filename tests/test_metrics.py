@@ -5,7 +5,7 @@ import pytest
 import torch
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
-from cropseg.metrics import (
+from cropseg.nn.metrics import (
     ConfusionMatrix,
     border_mask,
     confusion_counts,

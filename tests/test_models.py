@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from cropseg.models import BACKGROUND_FREQUENCY, MODELS, build_model
+from cropseg.nn.models import BACKGROUND_FREQUENCY, MODELS, build_model
 
 ARCHS = sorted(MODELS)
 SMALL = {"bands": 3, "months": 4, "n_classes": 5, "width": 4, "depth": 2}

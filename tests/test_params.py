@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cropseg.params import ParamsError, load_params, parse_params
+from cropseg.core.params import ParamsError, load_params, parse_params
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -70,9 +70,9 @@ def test_loading_params_imports_neither_torch_nor_the_training_code():
     import subprocess
     import sys
 
-    code = ("import sys; from cropseg.params import load_params; p = load_params('params.yaml'); "
-            "heavy = sorted(m for m in sys.modules if m == 'torch' or m in ('cropseg.selection', "
-            "'cropseg.dataset', 'cropseg.medians')); print(p.selection.method, heavy)")
+    code = ("import sys; from cropseg.core.params import load_params; p = load_params('params.yaml'); "
+            "heavy = sorted(m for m in sys.modules if m == 'torch' or m in ('cropseg.selection.selector', "
+            "'cropseg.nn.dataset', 'cropseg.medians.stage')); print(p.selection.method, heavy)")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.split() == [load_params(REPO / "params.yaml").selection.method, "[]"]
 

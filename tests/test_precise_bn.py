@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from cropseg.checkpoint import load_model
-from cropseg.dataset import Batch
-from cropseg.models import build_model
-from cropseg.precise_bn import batch_statistics, calibration_positions, population_norms, recalibrate
+from cropseg.nn.checkpoint import load_model
+from cropseg.nn.dataset import Batch
+from cropseg.nn.models import build_model
+from cropseg.nn.precise_bn import batch_statistics, calibration_positions, population_norms, recalibrate
 
 SMALL = {"bands": 3, "months": 4, "n_classes": 5, "width": 4, "depth": 2}
 
@@ -127,12 +127,12 @@ def test_old_model_files_load_as_batch_statistics(tmp_path: Path):
 def test_the_trained_model_file_holds_the_precise_statistics_of_its_weights(tmp_path: Path):
     from conftest import tiny_data
 
-    from cropseg.dataset import SubPatchDataset, read_split_list
-    from cropseg.fetch import fetch_s4a
-    from cropseg.labels import load_label_set
-    from cropseg.medians import run_medians
-    from cropseg.params import Medians, parse_params
-    from cropseg.train import RunPaths, train
+    from cropseg.nn.dataset import SubPatchDataset, read_split_list
+    from cropseg.fetch.stage import fetch_s4a
+    from cropseg.split.labels import load_label_set
+    from cropseg.medians.stage import run_medians
+    from cropseg.core.params import Medians, parse_params
+    from cropseg.train.loop import RunPaths, train
 
     repo = Path(__file__).resolve().parents[1]
     fetch_s4a(tiny_data(patches=4, patch_size=122, acquisitions=14), tmp_path / "netcdf", workers=1)

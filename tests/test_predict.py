@@ -16,18 +16,18 @@ import rasterio
 import torch
 from rasterio.windows import from_bounds
 
-from cropseg.checkpoint import model_file, save_atomic
-from cropseg.dataset import SubPatchDataset
-from cropseg.scoring import predict, sequential_loader
-from cropseg.subpatches import PatchCanvas
-from cropseg.fetch import fetch_s4a
-from cropseg.georef import GeorefError, read_patch_grid
-from cropseg.labels import load_label_set
-from cropseg.medians import run_medians
-from cropseg.models import build_model
-from cropseg.params import Loader, Medians
-from cropseg.precise_bn import recalibrate
-from cropseg.predict import PredictError, cog_relpath, predict_patches
+from cropseg.nn.checkpoint import model_file, save_atomic
+from cropseg.nn.dataset import SubPatchDataset
+from cropseg.nn.scoring import predict, sequential_loader
+from cropseg.medians.subpatches import PatchCanvas
+from cropseg.fetch.stage import fetch_s4a
+from cropseg.s4a.georef import GeorefError, read_patch_grid
+from cropseg.split.labels import load_label_set
+from cropseg.medians.stage import run_medians
+from cropseg.nn.models import build_model
+from cropseg.core.params import Loader, Medians
+from cropseg.nn.precise_bn import recalibrate
+from cropseg.predict.stage import PredictError, cog_relpath, predict_patches
 
 from conftest import tiny_data
 
@@ -79,7 +79,7 @@ def test_cogs_sit_on_the_patch_footprint_and_equal_the_evaluate_predictions(worl
 
     # the evaluate stage's predictions: its loader, batch size and code path, stitched by its canvas
     model = torch.load(root / "model.pt", weights_only=True)
-    from cropseg.checkpoint import load_model
+    from cropseg.nn.checkpoint import load_model
 
     net, _ = load_model(root / "model.pt")
     canvas = PatchCanvas(list(range(len(paths))), dataset.per_patch, dataset.sub_x, dataset.window)

@@ -10,15 +10,15 @@ import pandas as pd
 import pytest
 from pyproj import Transformer
 
-from cropseg.dem import fetch_dem, patch_footprint
-from cropseg.evaluate import EvaluatePaths, evaluate
-from cropseg.fetch import fetch_s4a
-from cropseg.irreducible import run_irreducible
-from cropseg.medians import period_of, period_edges, run_medians
-from cropseg.params import Data, Dem, LocalData, Medians, Split, parse_params
-from cropseg.s4a import BANDS, decode_time, validate_patch
-from cropseg.split import run_split
-from cropseg.train import RunPaths, train
+from cropseg.fetch.dem import fetch_dem, patch_footprint
+from cropseg.evaluate.stage import EvaluatePaths, evaluate
+from cropseg.fetch.stage import fetch_s4a
+from cropseg.selection.irreducible import run_irreducible
+from cropseg.medians.stage import period_of, period_edges, run_medians
+from cropseg.core.params import Data, Dem, LocalData, Medians, Split, parse_params
+from cropseg.s4a.netcdf import BANDS, decode_time, validate_patch
+from cropseg.split.stage import run_split
+from cropseg.train.loop import RunPaths, train
 
 FIXTURE = Path(__file__).parent / "data" / "s4a"
 FILES = sorted(p.relative_to(FIXTURE).as_posix() for p in FIXTURE.rglob("*.nc"))

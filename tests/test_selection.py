@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from cropseg.dataset import Batch
-from cropseg.loss import class_weights
-from cropseg.params import ParamsError, Selection, parse_params
-from cropseg.selection import SelectionError, Selector, margin, parse_method, per_sample_scores, top_k
+from cropseg.nn.dataset import Batch
+from cropseg.nn.loss import class_weights
+from cropseg.core.params import ParamsError, Selection, parse_params
+from cropseg.selection.selector import SelectionError, Selector, margin, parse_method, per_sample_scores, top_k
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -191,7 +191,7 @@ def _oracle(netcdf, records, label_set, per_patch, sub_x):
     in code space and in the label set's model-class space."""
     import xarray as xr
 
-    from cropseg.s4a import parse_patch_name
+    from cropseg.s4a.netcdf import parse_patch_name
 
     n = len(records) * per_patch
     out = {key: np.zeros(n, np.int64) for key in ("parcel", "noisy", "code_parcel", "code_noisy")}
@@ -216,10 +216,10 @@ def test_truth_per_sample_counts_in_model_class_space(tmp_path, label_set_name):
     150 is no noise there); cereals_maize does both. The truth then differs from code-space counts."""
     from types import SimpleNamespace
 
-    from cropseg.fetch import fetch_s4a
-    from cropseg.labels import LabelSet, load_label_set
-    from cropseg.s4a import read_index
-    from cropseg.selection import truth_per_sample
+    from cropseg.fetch.stage import fetch_s4a
+    from cropseg.split.labels import LabelSet, load_label_set
+    from cropseg.s4a.netcdf import read_index
+    from cropseg.selection.selector import truth_per_sample
 
     from conftest import tiny_data
 
@@ -254,9 +254,9 @@ def test_truth_per_sample_counts_in_model_class_space(tmp_path, label_set_name):
 def test_truth_per_sample_rejects_the_old_table(tmp_path):
     from types import SimpleNamespace
 
-    from cropseg.labels import load_label_set
-    from cropseg.selection import TRUTH_COLUMNS, truth_per_sample
-    from cropseg.synthetic import TRUTH_COLUMNS as WRITTEN
+    from cropseg.split.labels import load_label_set
+    from cropseg.selection.selector import TRUTH_COLUMNS, truth_per_sample
+    from cropseg.fetch.synthetic import TRUTH_COLUMNS as WRITTEN
 
     assert TRUTH_COLUMNS == WRITTEN
     old = tmp_path / "truth.csv"

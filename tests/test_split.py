@@ -16,14 +16,14 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 import yaml  # noqa: E402
 
-from cropseg.params import ParamsError, Split, SyntheticData, parse_params  # noqa: E402
-from cropseg.patch_table import names_table  # noqa: E402
-from cropseg.s4a import validate_patch, write_index  # noqa: E402
-from cropseg.split import (SplitError, apply_subsets, coco_assign, limit_sample, read_coco,  # noqa: E402
+from cropseg.core.params import ParamsError, Split, SyntheticData, parse_params  # noqa: E402
+from cropseg.split.patch_table import names_table  # noqa: E402
+from cropseg.s4a.netcdf import validate_patch, write_index  # noqa: E402
+from cropseg.split.stage import (SplitError, apply_subsets, coco_assign, limit_sample, read_coco,  # noqa: E402
                            run_split)
-from cropseg.split_rules import (RuleError, Share, allocate, apply_rules, load_rules, parse_rules,  # noqa: E402
+from cropseg.split.rules import (RuleError, Share, allocate, apply_rules, load_rules, parse_rules,  # noqa: E402
                                  strata_of)
-from cropseg.synthetic import plan_patches, write_patch  # noqa: E402
+from cropseg.fetch.synthetic import plan_patches, write_patch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 PRESETS = ROOT / "configs" / "split_rules"
@@ -461,7 +461,7 @@ def write_tif(path: Path, values: np.ndarray, crs: str, west: float, north: floa
 
 
 def test_elevation_from_any_crs_ignores_nodata_and_joins_tiles_on_an_edge(tmp_path):
-    from cropseg.patch_table import elevation_stats, find_dem_tiles
+    from cropseg.split.patch_table import elevation_stats, find_dem_tiles
 
     footprint = (300000.0, 4600000.0, 300610.0, 4600610.0)  # a 61 x 61 px patch in EPSG:32631
     left = np.full((100, 130), 100.0)  # x 299000..300300, y 4600000..4601000 (10 m pixels)
@@ -502,7 +502,7 @@ def patches(tmp_path_factory) -> Path:
 
 
 def test_end_to_end_outputs_are_complete_and_byte_identical(patches, tmp_path):
-    from cropseg.dem import patch_footprint
+    from cropseg.fetch.dem import patch_footprint
 
     params = Split()
     outs = []
@@ -657,7 +657,7 @@ def test_group_by_errors_name_the_rule():
 
 
 def test_the_default_run_holds_out_whole_tiles_with_three_test_patches():
-    from cropseg.params import load_params
+    from cropseg.core.params import load_params
 
     params = load_params(ROOT / "params.yaml")
     assert params.split.rules == "tile_holdout"
@@ -672,8 +672,8 @@ def test_the_default_run_holds_out_whole_tiles_with_three_test_patches():
 
 
 def test_split_warns_when_the_label_set_lacks_training_pixels_or_val_has_one_class():
-    from cropseg.labels import load_label_set
-    from cropseg.split import label_set_warnings
+    from cropseg.split.labels import load_label_set
+    from cropseg.split.stage import label_set_warnings
 
     # counts by S4A code as in the default synthetic data: crops and grassland (910), no 970-999 code
     summary = {"pixels": {"train": {"classes": {"0": 9, "110": 143621, "120": 86209, "910": 40812}},

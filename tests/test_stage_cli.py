@@ -1,4 +1,4 @@
-"""Every stage script reports a domain error in one line and exit status 1 (cropseg.stage_cli)."""
+"""Every stage script reports a domain error in one line and exit status 1 (cropseg.core.stage_cli)."""
 
 import subprocess
 import sys
@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from cropseg.atomic import restore_hint
-from cropseg.params import ParamsError
-from cropseg.stage_cli import run_stage
+from cropseg.core.atomic import restore_hint
+from cropseg.core.params import ParamsError
+from cropseg.core.stage_cli import run_stage
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -12,12 +12,12 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from cropseg.dataset import BlockSampler, DatasetError, SubPatchDataset
-from cropseg.fetch import fetch_s4a
-from cropseg.labels import load_label_set
-from cropseg.medians import open_patch, run_medians
-from cropseg.params import Medians
-from cropseg.store import Store, plan_store
+from cropseg.nn.dataset import BlockSampler, DatasetError, SubPatchDataset
+from cropseg.fetch.stage import fetch_s4a
+from cropseg.split.labels import load_label_set
+from cropseg.medians.stage import open_patch, run_medians
+from cropseg.core.params import Medians
+from cropseg.medians.store import Store, plan_store
 
 from conftest import tiny_data
 

@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 import xarray as xr
 
-from cropseg.fetch import fetch_s4a
-from cropseg.s4a import BANDS, parse_patch_name, read_index
-from cropseg.synthetic import CROPS, acquisition_dates, generate_patch, plan_patches
+from cropseg.fetch.stage import fetch_s4a
+from cropseg.s4a.netcdf import BANDS, parse_patch_name, read_index
+from cropseg.fetch.synthetic import CROPS, acquisition_dates, generate_patch, plan_patches
 
 from conftest import tiny_data
 

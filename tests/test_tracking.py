@@ -13,8 +13,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from cropseg.lineage import dvc_md5, missing_file_hint, remote_object_url
-from cropseg.wandb_run import read_offline_run
+from cropseg.tracking.lineage import dvc_md5, missing_file_hint, remote_object_url
+from cropseg.tracking.wandb_run import read_offline_run
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -32,7 +32,7 @@ for i in range(n):
 USE = """\
 import sys, yaml
 from pathlib import Path
-from cropseg.wandb_run import StageRun
+from cropseg.tracking.wandb_run import StageRun
 n = yaml.safe_load(open("params.yaml"))["n"]
 Path("out.txt").write_text(str(len(list(Path("data/d").iterdir()))))
 run = StageRun("use", "offline", "cropseg-test", params={"n": n}, inputs={"data/d": Path("data/d")})
@@ -177,10 +177,10 @@ def test_evaluate_and_irreducible_runs_sit_in_the_experiment_group(tmp_path, mon
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from cropseg.evaluate import EvaluatePaths
-    from cropseg.irreducible import IrreducibleSummary
-    from cropseg.params import load_params
-    from cropseg.stage_runs import track_evaluate, track_irreducible
+    from cropseg.evaluate.stage import EvaluatePaths
+    from cropseg.selection.irreducible import IrreducibleSummary
+    from cropseg.core.params import load_params
+    from cropseg.tracking.scoring_runs import track_evaluate, track_irreducible
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("WANDB_MODE", "offline")

@@ -16,13 +16,13 @@ import pytest
 import torch
 import yaml
 
-from cropseg.checkpoint import load_model
-from cropseg.dataset import BlockSampler, SubPatchDataset, read_split_list
-from cropseg.fetch import fetch_s4a
-from cropseg.labels import load_label_set
-from cropseg.medians import open_patch, run_medians
-from cropseg.params import Medians, parse_params
-from cropseg.train import RunPaths, train
+from cropseg.nn.checkpoint import load_model
+from cropseg.nn.dataset import BlockSampler, SubPatchDataset, read_split_list
+from cropseg.fetch.stage import fetch_s4a
+from cropseg.split.labels import load_label_set
+from cropseg.medians.stage import open_patch, run_medians
+from cropseg.core.params import Medians, parse_params
+from cropseg.train.loop import RunPaths, train
 
 from conftest import tiny_data
 
@@ -220,10 +220,10 @@ def test_ddp_with_gloo_matches_one_process(workspace, tmp_path, selection):
 def _selections(rank: int, world_size: int, workspace: Path, method: str) -> list[dict]:
     """Every block of one epoch through the real Selector with a fixed ConvSTAR: what this rank
     trains on, per batch, and the block's telemetry."""
-    from cropseg.loss import class_weights
-    from cropseg.models import build_model
-    from cropseg.params import Selection
-    from cropseg.selection import Selector
+    from cropseg.nn.loss import class_weights
+    from cropseg.nn.models import build_model
+    from cropseg.core.params import Selection
+    from cropseg.selection.selector import Selector
 
     labels = load_label_set("s4a11", LABELS)
     dataset = SubPatchDataset(workspace / "medians", read_split_list(workspace / "split" / "train.txt"), labels,
@@ -308,8 +308,8 @@ def test_dataset_indices_map_to_sub_patches(workspace):
 
 
 def test_stored_irreducible_loss_equals_a_fresh_forward_of_the_holdout_model(workspace, tmp_path):
-    from cropseg.irreducible import run_irreducible
-    from cropseg.loss import class_weights, parcel_nll
+    from cropseg.selection.irreducible import run_irreducible
+    from cropseg.nn.loss import class_weights, parcel_nll
 
     holdout = tmp_path / "holdout_split"
     holdout.mkdir()
@@ -354,8 +354,8 @@ def test_wandb_runs_record_the_inputs_each_run_read(workspace, tmp_path, monkeyp
     """Two experiments on different training lists: each offline W&B run holds its own input hashes
     (DVC md5, as in dvc.lock), its name and group, and the model as a file artifact, staged nowhere
     but in the run's folder."""
-    from cropseg.lineage import dvc_md5
-    from cropseg.wandb_run import read_offline_run
+    from cropseg.tracking.lineage import dvc_md5
+    from cropseg.tracking.wandb_run import read_offline_run
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path / "root"))
@@ -403,7 +403,7 @@ def test_train_refuses_a_split_without_a_class_in_train_or_with_one_class_in_val
     assert not paths.model_out.exists()
     # crop_presence (crop / non_crop / unknown): no `unknown` pixel anywhere, and val is refused too
     # when it holds crop pixels only
-    from cropseg.guards import split_problems
+    from cropseg.split.guards import split_problems
 
     problems = split_problems([0, 500, 40, 0], [0, 99, 0, 0], ("background", "crop", "non_crop", "unknown"))
     assert problems == ["1 class(es) of the label set have no training pixel: unknown",
@@ -413,7 +413,7 @@ def test_train_refuses_a_split_without_a_class_in_train_or_with_one_class_in_val
 
 
 def test_summary_line_flags_a_perfect_first_validation():
-    from cropseg.train import Counters, TrainResult
+    from cropseg.train.loop import Counters, TrainResult
 
     flagged = TrainResult({"weighted_f1": 1.0}, 1, Counters(epoch=3), 1.0, history=[{"epoch": 1}])
     assert "warning: val weighted F1 is 1.0 at the first validation (epoch 1)" in flagged.line("train")
@@ -468,7 +468,7 @@ def test_protocol_noise_telemetry_is_exact_in_model_classes(workspace, tmp_path)
     """Uniform over exactly one pass: the run's noisy share is the train split's protocol noise share
     in model-class space (every parcel pixel of a noisy sample), plus the generator's own noise."""
     labels = load_label_set("s4a11", LABELS)
-    from cropseg.label_noise import LabelNoise
+    from cropseg.nn.label_noise import LabelNoise
 
     noisy = SubPatchDataset(workspace / "medians", read_split_list(workspace / "split" / "train.txt"), labels,
                             months=[3, 10], normalize=1e4, skip_empty=True, noise=LabelNoise(0.5, 1, labels.n_classes))
@@ -479,7 +479,7 @@ def test_protocol_noise_telemetry_is_exact_in_model_classes(workspace, tmp_path)
                         "truth": workspace / "netcdf" / "truth" / "truth.csv"})
     train(params, "train", paths, progress=False)
     selection = json.loads((out / "metrics" / "metrics.json").read_text())["selection"]
-    from cropseg.selection import truth_per_sample
+    from cropseg.selection.selector import truth_per_sample
 
     generator = truth_per_sample(noisy, workspace / "netcdf" / "truth" / "truth.csv")
     index = noisy.indices

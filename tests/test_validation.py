@@ -11,10 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cropseg.fetch import FetchError, fetch_s4a
-from cropseg.params import Data, LocalData
-from cropseg.s4a import InvalidPatch, validate_patch
-from cropseg.synthetic import generate_patch, plan_patches, write_patch_netcdf
+from cropseg.fetch.stage import FetchError, fetch_s4a
+from cropseg.core.params import Data, LocalData
+from cropseg.s4a.netcdf import InvalidPatch, validate_patch
+from cropseg.fetch.synthetic import generate_patch, plan_patches, write_patch_netcdf
 
 from conftest import tiny_data
 

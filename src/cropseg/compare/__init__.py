@@ -1,0 +1,1 @@
+"""Comparing selection methods: statistics, reading experiment results, writing the comparison report."""

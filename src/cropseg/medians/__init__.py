@@ -1,0 +1,1 @@
+"""The medians stage: the monthly-median recipe and the sharded, memory-mappable medians store (writer and reader)."""

@@ -1,0 +1,1 @@
+"""The predict stage: georeferenced crop maps (Cloud-Optimised GeoTIFFs, mosaics, legend, QGIS style)."""

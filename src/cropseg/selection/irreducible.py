@@ -1,0 +1,96 @@
+"""The ``irreducible_loss`` stage: the holdout model's loss on every training sample, computed once.
+
+RHO-Loss scores a sample by its training loss minus its *irreducible* loss, the loss of a model
+trained on holdout data. As in the RHO-Loss paper, the holdout model's losses are precomputed in
+one pass instead of running a second model forward at every training step. Values are stored
+aligned with the training sample's global index (``cropseg.nn.dataset``), for every sub-patch of
+the training split; samples without parcel pixels get ``+inf`` so that ``rho_loss`` and
+``irreducible`` rank them lowest.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ..core.atomic import atomic_dir
+from ..nn.checkpoint import load_model
+from ..nn.dataset import SubPatchDataset, read_split_list
+from ..nn.scoring import sequential_loader
+from ..core.files import sha256_of
+from ..nn.label_noise import LabelNoise
+from ..split.labels import LabelSet
+from ..nn.loss import class_weights, parcel_nll
+from ..core.params import Params
+from ..nn.precision import autocast, pick_device, use_bf16
+from .selector import IRREDUCIBLE_FILE
+
+
+@dataclass(frozen=True)
+class IrreducibleSummary:
+    samples: int
+    without_parcels: int
+    mean_loss: float
+    seconds: float
+
+    def line(self) -> str:
+        return (f"irreducible_loss: {self.samples} training samples ({self.without_parcels} without parcels), "
+                f"mean holdout loss {self.mean_loss:.4f}, {self.seconds:.1f} s, "
+                f"{self.samples / max(self.seconds, 1e-9):.0f} samples/s")
+
+
+@torch.no_grad()
+def holdout_losses(model: torch.nn.Module, dataset: SubPatchDataset, weights: torch.Tensor, *, batch_size: int,
+                   device: torch.device, bf16: bool, progress: bool = True) -> np.ndarray:
+    """Mean class-weighted parcel-pixel NLL of every sample, indexed by global index (+inf: no parcels)."""
+    losses = np.full(len(dataset.records) * dataset.per_patch, np.inf, dtype=np.float32)
+    model.eval()
+    for batch in tqdm(sequential_loader(dataset, batch_size), desc="irreducible_loss", unit="batch",
+                      disable=not progress):
+        batch = batch.to(device)
+        with autocast(bf16, device):
+            log_probs = model(batch.x)
+        weighted, weight = parcel_nll(log_probs, batch.y, weights)
+        per_sample = torch.where(weight > 0, weighted / weight.clamp_min(1e-12), torch.inf)
+        losses[batch.index.cpu().numpy()] = per_sample.float().cpu().numpy()
+    return losses
+
+
+def run_irreducible(params: Params, *, holdout_model: Path, medians: Path, split_dir: Path, out: Path,
+                    progress: bool = True) -> IrreducibleSummary:
+    """The stage: store the holdout model's per-sample loss over the training split."""
+    started = time.perf_counter()
+    device = pick_device(params.train.device)
+    bf16 = use_bf16(params.train.precision, device)
+    model, content = load_model(holdout_model, device)
+    label_set = LabelSet.from_dict(content["labels"])
+    loader = params.loader
+    # every training sub-patch, empty ones included, so the array covers every global index; with the
+    # protocol's label noise, as the target model will see them (the irreducible loss of a wrong label)
+    noise = LabelNoise(params.protocol.label_noise, params.protocol.noise_seed, label_set.n_classes)
+    dataset = SubPatchDataset(medians, read_split_list(split_dir / "train.txt"), label_set, months=loader.months,
+                              normalize=loader.normalize, skip_empty=False, noise=noise)
+    # the loss the target model trains with: class weights from the training split's pixel counts, as in
+    # train (empty sub-patches add background pixels only, which the weights ignore, so skip_empty is moot)
+    counts = dataset.class_pixel_counts()
+    weights = class_weights(counts, params.loss.class_weights_weight, weighted=params.loss.weighted).to(device)
+    losses = holdout_losses(model, dataset, weights, batch_size=params.train.physical_batch_size, device=device,
+                            bf16=bf16, progress=progress)
+    finite = np.isfinite(losses)
+    with atomic_dir(out) as tmp:
+        np.save(tmp / IRREDUCIBLE_FILE, losses)
+        meta = {"samples": int(losses.size), "without_parcels": int((~finite).sum()),
+                "index": "global training sample index (cropseg.nn.dataset): patch position in train.txt "
+                         "* sub-patches per patch + sub_y * sub_x_count + sub_x",
+                "holdout_model_sha256": sha256_of(holdout_model),
+                "train_list_sha256": sha256_of(split_dir / "train.txt"),
+                "precision": "bf16" if bf16 else "32"}
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
+    mean = float(losses[finite].mean()) if finite.any() else float("nan")
+    return IrreducibleSummary(int(losses.size), int((~finite).sum()), mean, time.perf_counter() - started)

@@ -1,0 +1,453 @@
+"""The training loop of the ``train_holdout`` and ``train`` stages, readable top to bottom.
+
+One function, :func:`train`, does everything in order: set up (distributed, device, seeds), data,
+model, loss, optimiser, resume, then epochs of blocks -> selection -> optimiser steps, validation,
+checkpoints, and the final model file. Conventions:
+
+* an *epoch* is one pass over the training samples *considered* (every block is read once); with
+  selection, fewer samples are *seen* (trained on) than considered;
+* the batch loss is the class-weighted NLL summed over the batch's parcel pixels divided by the
+  batch's total pixel weight, so ``physical_batch_size`` micro-batches accumulate exactly the
+  gradient of one ``batch_size`` batch (and DDP ranks exactly that of one process);
+* ``samples_seen`` / ``samples_considered`` / ``pixels_seen`` (labelled pixels trained on) count
+  the whole job (all ranks) and are logged with every metric, so methods compare at equal cost.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import math
+import os
+import random
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from ..nn.checkpoint import load_checkpoint, model_file, save_atomic
+from ..nn.dataset import BlockSampler, SubPatchDataset, read_split_list
+from ..core.files import sha256_of
+from ..nn.scoring import confusion, headline, sequential_loader
+from ..split.guards import split_problems, suspicious_best
+from ..nn.label_noise import LabelNoise
+from ..split.labels import load_label_set
+from ..nn.loss import class_weights, parcel_nll
+from ..nn.models import build_model
+from ..core.params import Params, Protocol, Run
+from ..nn.precise_bn import calibration_positions, recalibrate
+from ..nn.precision import autocast, pick_device, use_bf16
+from ..selection.selector import Selector
+from ..nn.snapshots import Snapshots
+from ..medians.store import store_digest
+from ..tracking.tracker import Tracker, config_digest
+
+NOISE_KEYS = {"label_noise", "noise_seed", "noisy_val"}
+VAL_COLUMNS = ["accuracy", "weighted_f1", "macro_f1", "crop5_accuracy", "crop5_weighted_f1", "crop5_macro_f1",
+               "loss", "lr", "selection/noisy_share_selected", "selection/noisy_share_block",
+               "selection/score_selected", "selection/score_rejected"]
+
+
+@dataclass
+class RunPaths:
+    """Where a training stage reads and writes (defaults: the dvc.yaml paths)."""
+
+    split_dir: Path
+    model_out: Path
+    metrics_dir: Path
+    checkpoint_dir: Path
+    medians: Path = Path("data/medians")
+    labels_dir: Path = Path("configs/labels")
+    irreducible: Path | None = None
+    truth: Path | None = None
+    snapshots: Path | None = None  # train stage: models/snapshots (protocol.test_points)
+
+
+@dataclass
+class Counters:
+    step: int = 0
+    epoch: int = 0
+    samples_seen: int = 0
+    samples_considered: int = 0
+    pixels_seen: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class TrainResult:
+    best: dict[str, float]
+    best_epoch: int
+    counters: Counters
+    seconds: float
+    resumed_from: int | None = None
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    def line(self, stage: str) -> str:
+        rate = self.counters.samples_seen / self.seconds if self.seconds else 0.0
+        resumed = f", resumed after epoch {self.resumed_from}" if self.resumed_from is not None else ""
+        first = self.history[0]["epoch"] if self.history else 0
+        flag = suspicious_best(self.best_epoch, first, self.best.get("weighted_f1", 0.0))
+        return (f"{stage}: {self.counters.epoch} epochs, {self.counters.step} steps, {self.counters.samples_seen} "
+                f"samples seen of {self.counters.samples_considered} considered, best val weighted F1 "
+                f"{self.best.get('weighted_f1', float('nan')):.4f} (epoch {self.best_epoch}), "
+                f"{self.seconds:.1f} s, {rate:.0f} samples/s{resumed}" + (f"; {flag}" if flag else ""))
+
+
+def _distributed() -> tuple[int, int, int]:
+    """(rank, world_size, local_rank); initialises the process group under torchrun."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return int(os.environ.get("RANK", "0")), world_size, int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def _seed_everything(seed: int, deterministic: bool) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cudnn.benchmark = False
+
+
+def _file_digest(path: Path | None) -> str | None:
+    return sha256_of(path) if path is not None and path.exists() else None
+
+
+def _code_digest() -> str:
+    digest = hashlib.sha256()
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        digest.update(path.name.encode() + path.read_bytes())
+    return digest.hexdigest()
+
+
+def _copy_tree(source: Path, target: Path) -> None:
+    """Replace ``target`` by a copy of ``source`` (the small metric logs of a run)."""
+    if not source.is_dir():
+        return
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(source, tmp)
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(tmp, target)
+
+
+def _plateau(optimizer: torch.optim.Optimizer, arch: str, run: Run, schedule: str):
+    """The U-Net's ReduceLROnPlateau on val weighted F1 (``lr_schedule: auto``), stepped at each validation."""
+    if arch == "unet" and schedule == "auto":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", patience=run.plateau_patience,
+                                                          factor=run.plateau_factor)
+    return None
+
+
+def scheduled_lr(run: Run, arch: str, schedule: str, seen: int, budget: int | None, train_samples: int) -> float | None:
+    """The learning rate after ``seen`` samples, for the schedules defined per sample seen (None: the
+    plateau scheduler or a constant rate decides).
+
+    ConvSTAR's StepLR (``auto``) decays every ``step_size`` epochs *seen* (``step_size x`` the training
+    samples), not per pass over the samples considered: a block-``b`` method would otherwise decay ``b``
+    times sooner in samples seen than uniform."""
+    if schedule == "cosine":
+        return run.lr * cosine_factor(seen, budget)
+    if schedule == "auto" and arch != "unet":
+        return run.lr * run.step_gamma ** (seen // (run.step_size * max(train_samples, 1)))
+    return None
+
+
+def _all_reduce_sum(value: torch.Tensor, world_size: int) -> torch.Tensor:
+    if world_size > 1:
+        dist.all_reduce(value, op=dist.ReduceOp.SUM)
+    return value
+
+
+def train(params: Params, stage: str, paths: RunPaths, *, progress: bool = True) -> TrainResult:
+    """Train one model (``stage``: ``holdout`` or ``train``) and write its model file and metrics."""
+    started = time.perf_counter()
+    run: Run = params.holdout if stage == "holdout" else params.train
+    rank, world_size, local_rank = _distributed()
+    if run.batch_size % world_size:
+        raise ValueError(f"{stage}.batch_size {run.batch_size} is not divisible by the {world_size} processes")
+    device = pick_device(run.device, local_rank)
+    bf16 = use_bf16(run.precision, device)
+    _seed_everything(run.seed, run.deterministic)
+
+    # ---- data: the split's sub-patches, months chosen, labels mapped to model classes
+    label_set = load_label_set(params.labels, paths.labels_dir)
+    loader_cfg = params.loader
+    common = dict(label_set=label_set, months=loader_cfg.months, normalize=loader_cfg.normalize)
+    # protocol noise goes to the train split only (and val with noisy_val): the holdout stage trains on
+    # val and validates on the train split, so its lists swap roles
+    noise = LabelNoise(params.protocol.label_noise, params.protocol.noise_seed, label_set.n_classes)
+    noisy_val = params.protocol.noisy_val
+    train_set = SubPatchDataset(paths.medians, read_split_list(paths.split_dir / "train.txt"),
+                                skip_empty=loader_cfg.skip_empty,
+                                noise=noise if stage == "train" or noisy_val else None, **common)
+    val_set = SubPatchDataset(paths.medians, read_split_list(paths.split_dir / "val.txt"), skip_empty=True,
+                              noise=noise if stage == "holdout" or noisy_val else None, **common)
+    if len(train_set) == 0 or len(val_set) == 0:
+        raise ValueError(f"{stage}: empty split (train {len(train_set)}, val {len(val_set)} samples with parcels)")
+    counts = train_set.class_pixel_counts()
+    bn_sample = calibration_positions(len(train_set), params.model.precise_bn_samples, run.seed)
+    if stage == "train":
+        _guard_split(counts, val_set.class_pixel_counts(), label_set.class_names, run.allow_degenerate_split, rank)
+
+    # ---- model, loss weights, optimiser, scheduler
+    model = build_model(params.model.arch, bands=train_set.bands, months=train_set.months,
+                        n_classes=label_set.n_classes, width=params.model.width, depth=params.model.depth,
+                        norm=params.model.norm, class_frequencies=counts if counts[1:].sum() > 0 else None).to(device)
+    if bf16:
+        model = model.to(memory_format=torch.channels_last)
+    weights = class_weights(counts, params.loss.class_weights_weight, weighted=params.loss.weighted).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=run.lr, weight_decay=run.weight_decay)
+    # the comparison protocol (budget of samples seen, schedule, snapshots, kept model) is the target model's
+    protocol = params.protocol if stage == "train" else Protocol()
+    scheduler = _plateau(optimizer, params.model.arch, run, protocol.lr_schedule)
+    net = model
+    if world_size > 1:
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[local_rank] if device.type == "cuda" else None)
+
+    # ---- selection: how a block of samples is reduced to the batches trained on
+    selection = params.selection if stage == "train" else None
+    selector = Selector(selection, weights=weights, physical_batch_size=run.physical_batch_size, bf16=bf16,
+                        device=device, seed=run.seed, irreducible_path=paths.irreducible,
+                        truth=_truth_for(train_set, paths.truth), n_classes=label_set.n_classes)
+    local_batch = run.batch_size // world_size
+    sampler = BlockSampler(len(train_set), selector.block_samples(run.batch_size), seed=run.seed,
+                           rank=rank, world_size=world_size)
+    train_loader = DataLoader(train_set, sampler=sampler, batch_size=None, num_workers=loader_cfg.workers,
+                              pin_memory=device.type == "cuda", persistent_workers=loader_cfg.workers > 0)
+    val_loader = sequential_loader(val_set, run.physical_batch_size, rank=rank, world_size=world_size,
+                                   workers=loader_cfg.workers, pin_memory=device.type == "cuda")
+
+    # ---- resume: only a checkpoint of this exact run (params, inputs, world size)
+    run_params = {"labels": params.labels, "model": params.model.model_dump(), "loader": loader_cfg.model_dump(),
+                  "loss": params.loss.model_dump(), stage: run.model_dump()}
+    if selection is not None:
+        run_params["selection"] = selection.model_dump()
+    if params.protocol != Protocol():  # the holdout stage reads the noise keys only
+        run_params["protocol"] = params.protocol.model_dump(include=None if stage == "train" else NOISE_KEYS)
+    config = {
+        "stage": stage, "params": run_params,
+        "inputs": {"medians_meta": store_digest(paths.medians),
+                   "split_train": _file_digest(paths.split_dir / "train.txt"),
+                   "split_val": _file_digest(paths.split_dir / "val.txt"),
+                   "labels": _file_digest(paths.labels_dir / f"{params.labels}.yaml"),
+                   "irreducible": _file_digest(paths.irreducible / "losses.npy") if selector.uses_irreducible
+                   else None},
+        "world_size": world_size,
+        "code": _code_digest(),  # a checkpoint of other code (another model, loss or loop) is stale too
+    }
+    digest = config_digest(config)
+    last_path, best_path = paths.checkpoint_dir / "last.pt", paths.checkpoint_dir / "best.pt"
+    state = load_checkpoint(last_path, digest)
+    counters, best, best_epoch, history, resumed_from = Counters(), {}, 0, [], None
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None:
+            scheduler.load_state_dict(state["scheduler"])
+        selector.load_state_dict(state["selector"])
+        counters = Counters(**state["counters"])
+        best, best_epoch, history = state["best"], state["best_epoch"], state["history"]
+        resumed_from = counters.epoch
+        if rank == 0:
+            print(f"{stage}: resuming after epoch {counters.epoch} from {last_path}")
+            # `dvc repro` deletes the stage's outputs (the metric logs) before it runs the stage again
+            _copy_tree(paths.checkpoint_dir / "metrics", paths.metrics_dir)
+    snapshots = Snapshots(paths.checkpoint_dir / "snapshots", protocol.samples_seen, protocol.test_points,
+                          counters.samples_seen, fresh=state is None, writer=rank == 0)
+    tracker = Tracker(paths.metrics_dir, stage=stage, wandb_mode=params.tracking.wandb, project=params.tracking.project,
+                      config={**config, "digest": digest}, params=run_params,
+                      inputs=_read_inputs(paths, params.labels, selector.uses_irreducible),
+                      resume_step=counters.step if state is not None else None,
+                      step_columns=["loss", "lr"] + selector.telemetry_columns, val_columns=VAL_COLUMNS, rank=rank)
+
+    def validate() -> dict[str, float]:
+        """Precise BN, then val metrics at the current counters; keeps the best model (keep: best_val)."""
+        nonlocal best, best_epoch, validated_at
+        validated_at = counters.samples_seen
+        # population statistics of the current weights, before they are validated or saved
+        recalibrate(model, train_set, bn_sample, batch_size=run.physical_batch_size, device=device, bf16=bf16)
+        full, crop5, val_loss = confusion(model, val_loader, label_set.n_classes, device, bf16, weights)
+        metrics = headline(full, crop5) | {"loss": val_loss, "lr": optimizer.param_groups[0]["lr"]}
+        metrics |= selector.epoch_telemetry()
+        history.append({"epoch": counters.epoch, **metrics})
+        tracker.log("val", counters.as_dict(), metrics)
+        if scheduler is not None:
+            scheduler.step(metrics["weighted_f1"])
+        if protocol.keep == "best_val" and (not best or metrics["weighted_f1"] > best["weighted_f1"]):
+            best, best_epoch = metrics, counters.epoch
+            if rank == 0:
+                save_atomic(packed(metrics), best_path)
+        return metrics
+
+    def packed(metrics: dict[str, float]) -> dict[str, Any]:
+        return model_file(model, arch=params.model.arch, model_config=model.config, label_set=label_set.to_dict(),
+                          loader=loader_cfg.model_dump(), metrics=metrics, epoch=counters.epoch)
+
+    # ---- epochs: blocks -> selection -> one optimiser step per batch, until the epochs or the
+    # samples-seen budget (protocol.samples_seen) are used up
+    validated_at = -1
+    while not _finished(counters, run.epochs, protocol.samples_seen):
+        epoch = counters.epoch
+        sampler.set_epoch(epoch)
+        net.train()
+        bar = tqdm(train_loader, desc=f"{stage} epoch {epoch + 1}" + (f"/{run.epochs}" if protocol.samples_seen is None
+                                                                     else ""), unit="block",
+                   disable=not progress or rank != 0, leave=False)
+        for block in bar:
+            block = block.to(device, non_blocking=True)
+            considered = int(_all_reduce_sum(torch.tensor(len(block), device=device), world_size))
+            batches, telemetry = selector.select(model, block, local_batch, step=counters.step, rank=rank,
+                                                  world_size=world_size)
+            counters.samples_considered += considered
+            for batch in batches:
+                # under DDP a rank's share of a small selected batch can be empty: it still steps (on a
+                # sample of its block with zero weight), or the other ranks' gradient all-reduce would hang
+                empty = len(batch) == 0
+                loss, pixels, seen = _optimizer_step(net, optimizer, block.take(slice(0, 1)) if empty else batch,
+                                                     weights, run, bf16, device, world_size, contributes=not empty)
+                counters.step += 1
+                counters.samples_seen += seen
+                counters.pixels_seen += pixels
+                tracker.log("steps", {**counters.as_dict(), "epoch": epoch},
+                            {"loss": loss, "lr": optimizer.param_groups[0]["lr"], **telemetry})
+                telemetry = {}
+                lr = scheduled_lr(run, params.model.arch, protocol.lr_schedule, counters.samples_seen,
+                                  protocol.samples_seen, len(train_set))
+                if lr is not None:
+                    for group in optimizer.param_groups:
+                        group["lr"] = lr
+                if snapshots.due(counters.samples_seen):  # equal samples seen for every method
+                    metrics = validate()
+                    if rank == 0:
+                        snapshots.save(packed(metrics), counters.as_dict())
+                if protocol.samples_seen is not None and counters.samples_seen >= protocol.samples_seen:
+                    break
+            bar.set_postfix(loss=f"{loss:.3f}")
+            if _finished(counters, run.epochs, protocol.samples_seen, within_epoch=True):
+                break
+        counters.epoch = epoch + 1
+
+        by_epoch = protocol.samples_seen is None and counters.epoch % run.val_every == 0
+        if (by_epoch or _finished(counters, run.epochs, protocol.samples_seen)) and validated_at != counters.samples_seen:
+            validate()
+        tracker.flush()
+        if rank == 0:
+            # the logs so far beside the checkpoint, first: a resumed run restores them and drops
+            # whatever was logged after the checkpoint it resumes from
+            _copy_tree(paths.metrics_dir, paths.checkpoint_dir / "metrics")
+            save_atomic({"digest": digest, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                         "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                         "selector": selector.state_dict(), "counters": counters.as_dict(), "best": best,
+                         "best_epoch": best_epoch, "history": history}, last_path)
+
+    # ---- the final outputs: the kept model (best val, or last), its metrics as the run's summary, snapshots
+    if rank == 0:
+        paths.model_out.parent.mkdir(parents=True, exist_ok=True)
+        if protocol.keep == "last":
+            best, best_epoch = history[-1], counters.epoch
+            save_atomic(packed(best), best_path)
+        save_atomic(torch.load(best_path, weights_only=True), paths.model_out)
+        if paths.snapshots is not None:
+            _copy_tree(snapshots.folder, paths.snapshots)
+        # wall time goes to W&B only: in metrics.json it would differ at every run (cropseg.tracking.tracker)
+        kept = "best" if protocol.keep == "best_val" else "final"
+        tracker.summary({f"{kept}/{k}": v for k, v in best.items() if "/" not in k}  # not the telemetry
+                        | {f"{kept}/epoch": best_epoch, "train_samples": len(train_set),
+                           "wall_time_s": time.perf_counter() - started}
+                        | selector.run_telemetry())
+        tracker.log_outputs({"model": paths.model_out})
+    tracker.close()
+    if world_size > 1:
+        dist.barrier()
+    return TrainResult(best, best_epoch, counters, time.perf_counter() - started, resumed_from, history)
+
+
+def _finished(counters: Counters, epochs: int, budget: int | None, *, within_epoch: bool = False) -> bool:
+    """Training ends after ``epochs`` passes over the samples considered, or at ``budget`` samples seen."""
+    if budget is not None:
+        return counters.samples_seen >= budget
+    return not within_epoch and counters.epoch >= epochs
+
+
+def cosine_factor(seen: int, budget: int) -> float:
+    """Cosine decay from 1 to 0 over ``budget`` samples seen: the same learning rate at the same
+    samples seen for every method, whatever its block size or steps."""
+    return 0.5 * (1.0 + math.cos(math.pi * min(seen / budget, 1.0)))
+
+
+def _optimizer_step(net: torch.nn.Module, optimizer: torch.optim.Optimizer, batch, weights: torch.Tensor, run: Run,
+                    bf16: bool, device: torch.device, world_size: int, *,
+                    contributes: bool = True) -> tuple[float, int, int]:
+    """One optimiser step on ``batch`` in micro-batches; returns (loss, labelled pixels, samples), job-wide.
+
+    ``contributes=False``: this rank has no sample in the step; ``batch`` only keeps it in the
+    collective calls, with zero weight in the loss, the gradient and the counters."""
+    optimizer.zero_grad(set_to_none=True)
+    # normalise by the whole (all-rank) batch's pixel weight: accumulation and DDP give one big batch's gradient
+    share = 1.0 if contributes else 0.0
+    totals = torch.stack([weights[batch.y].sum(), (batch.y > 0).sum().float(), torch.tensor(float(len(batch)),
+                                                                                             device=device)]) * share
+    total_weight, pixels, samples = _all_reduce_sum(totals, world_size).tolist()
+    scale = share * world_size / max(total_weight, 1e-12)  # DDP averages gradients over ranks
+    loss_sum = torch.zeros((), device=device)
+    micro_batches = range(0, len(batch), run.physical_batch_size)
+    for i, start in enumerate(micro_batches):
+        micro = batch.take(slice(start, start + run.physical_batch_size))
+        sync = i == len(micro_batches) - 1 or not hasattr(net, "no_sync")
+        with (contextlib.nullcontext() if sync else net.no_sync()), autocast(bf16, device):
+            weighted, _ = parcel_nll(net(micro.x), micro.y, weights)
+            (weighted.sum() * scale).backward()
+        loss_sum += weighted.sum().detach() * share
+    if run.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(net.parameters(), run.grad_clip)
+    optimizer.step()
+    loss = float(_all_reduce_sum(loss_sum, world_size)) / max(total_weight, 1e-12)
+    return loss, int(pixels), int(samples)
+
+
+def _read_inputs(paths: RunPaths, labels: str, uses_irreducible: bool) -> dict[str, Path | None]:
+    """What this run reads, by its dvc.yaml path: hashed for the W&B run's lineage."""
+    inputs = {str(paths.medians): paths.medians, str(paths.split_dir / "train.txt"): paths.split_dir / "train.txt",
+              str(paths.split_dir / "val.txt"): paths.split_dir / "val.txt",
+              str(paths.labels_dir / f"{labels}.yaml"): paths.labels_dir / f"{labels}.yaml"}
+    if uses_irreducible and paths.irreducible is not None:
+        inputs[str(paths.irreducible)] = paths.irreducible
+    return inputs
+
+
+def _guard_split(train_counts, val_counts, class_names, allowed: bool, rank: int) -> None:
+    problems = split_problems(np.asarray(train_counts), np.asarray(val_counts), class_names)
+    if problems and not allowed:
+        raise ValueError("refusing to train: " + "; ".join(problems)
+                         + " (choose another split or label set, or set train.allow_degenerate_split: true)")
+    for problem in problems if rank == 0 else []:
+        print(f"train: warning: {problem}")
+
+
+def _truth_for(dataset: SubPatchDataset, truth_path: Path | None) -> dict[str, Any] | None:
+    """Noisy / labelled pixels per training sample (model-class space), for the selection telemetry.
+
+    From the protocol's label noise (every parcel pixel of a noisy sample is wrong) and from the
+    synthetic truth table (the generator's own noise), whichever exist; None without either."""
+    from ..selection.selector import truth_per_sample
+
+    truth = truth_per_sample(dataset, truth_path) if truth_path is not None and truth_path.exists() else None
+    if dataset.noise_shift is None:
+        return truth
+    parcel = dataset.parcel_pixels
+    # a protocol-noisy sample's pixels are all wrong, whatever the generator did to them (a shifted
+    # wrong label can land on the clean class: rare, and not counted)
+    generator_noisy = truth["noisy"] if truth is not None else np.zeros_like(parcel)
+    return {"parcel": parcel, "noisy": np.where(dataset.noise_shift > 0, parcel, generator_noisy)}
