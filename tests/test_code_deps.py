@@ -27,7 +27,8 @@ def test_every_stage_lists_exactly_the_modules_it_imports():
     assert problems(REPO) == []
     deps = expected_deps(REPO)
     # the ones the issue found missing by hand
-    for module in ("checkpoint", "models", "scoring", "selection", "precision", "labels", "params", "atomic"):
+    for module in ("nn/checkpoint", "nn/models", "nn/scoring", "selection/selector", "nn/precision", "split/labels",
+                   "core/params", "core/atomic"):
         assert f"src/cropseg/{module}.py" in deps["irreducible_loss"], module
     assert {"src/cropseg/tracking/tracker.py", "src/cropseg/medians/store.py"} <= set(deps["train"])
     assert "src/cropseg/s4a/geo.py" in deps["fetch_s4a"] and "src/cropseg/s4a/geo.py" in deps["fetch_dem"]
@@ -37,14 +38,14 @@ def test_every_stage_lists_exactly_the_modules_it_imports():
 
 def test_a_new_import_not_in_dvc_yaml_fails_the_check_and_write_fixes_it(tmp_path):
     repo = _scratch(tmp_path)
-    loss = repo / "src" / "cropseg" / "loss.py"
+    loss = repo / "src" / "cropseg" / "nn" / "loss.py"
     loss.write_text(loss.read_text().replace("from __future__ import annotations\n",
-                                             "from __future__ import annotations\n\nfrom .geotiff import NODATA\n", 1))
+                                             "from __future__ import annotations\n\nfrom ..predict.geotiff import NODATA\n", 1))
     found = problems(repo)
     assert any(line.startswith("dvc.yaml: stage irreducible_loss:") and "missing" in line
                and "src/cropseg/predict/geotiff.py" in line
                for line in found), found
-    assert "geotiff.py" in stage_modules(repo / "stages" / "train.py", repo / "src" / "cropseg")
+    assert "predict/geotiff.py" in stage_modules(repo / "stages" / "train.py", repo / "src" / "cropseg")
     assert rewrite(repo) and problems(repo) == [] and not rewrite(repo)
     done = subprocess.run([sys.executable, "-m", "cropseg.core.code_deps", "--repo", str(repo), "--check"],
                           capture_output=True, text=True)
@@ -69,11 +70,11 @@ def test_dvc_status_sees_an_edit_of_a_module_irreducible_loss_runs(tmp_path):
     _dvc(repo, "commit", "-f", "-q", "irreducible_loss")  # records the stage's deps as they are now
     assert "up to date" in _dvc(repo, "status", "irreducible_loss")
 
-    unrelated = repo / "src" / "cropseg" / "predict.py"  # irreducible_loss does not run it
+    unrelated = repo / "src" / "cropseg" / "predict" / "stage.py"  # irreducible_loss does not run it
     unrelated.write_text(unrelated.read_text() + "\n# an edit\n")
     assert "up to date" in _dvc(repo, "status", "irreducible_loss")
 
-    used = repo / "src" / "cropseg" / "precise_bn.py"  # irreducible -> selection -> precise_bn: not listed by hand
+    used = repo / "src" / "cropseg" / "nn" / "precise_bn.py"  # irreducible -> selection -> precise_bn: not listed by hand
     used.write_text(used.read_text() + "\n# an edit\n")
     status = _dvc(repo, "status", "irreducible_loss")
     assert "irreducible_loss:" in status and "changed deps" in status and "src/cropseg/nn/precise_bn.py" in status
