@@ -112,7 +112,7 @@ def chunk_counts(labels: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, np.nd
 
 
 def store_meta() -> dict:
-    from cropseg.medians.stage import period_starts
+    from cropseg.medians.recipe import period_starts
 
     return {"bands": ["B02"][:BANDS], "freq": FREQ, "window": WINDOW, "dtype": "float32",
             "period_date": "start of the right-closed period (bins[i], bins[i+1]]",
@@ -175,7 +175,7 @@ def build_sparse(root: Path, n: int) -> list[str]:
     create_shards(medians, plan)
     one = (np.arange(36, dtype=np.int64), np.zeros(36, np.int64), np.full(36, 61 * 61, np.int64))
     meta = {**store_meta(), "bands": ["B02", "B03", "B04", "B08"], "freq": "1MS", "window": 61}
-    from cropseg.medians.stage import period_starts
+    from cropseg.medians.recipe import period_starts
 
     meta["periods"] = {str(y): period_starts(y, "1MS") for y in YEARS}
     write_index(medians, plan, [one] * len(plan.slots), meta)

@@ -15,9 +15,9 @@ from torch.utils.data import DataLoader
 from cropseg.nn.dataset import BlockSampler, DatasetError, SubPatchDataset
 from cropseg.fetch.stage import fetch_s4a
 from cropseg.split.labels import load_label_set
-from cropseg.medians.stage import open_patch, run_medians
+from cropseg.medians.stage import run_medians
 from cropseg.core.params import Medians
-from cropseg.medians.store import Store, plan_store
+from cropseg.medians.store import Store, open_patch, plan_store
 
 from conftest import tiny_data
 

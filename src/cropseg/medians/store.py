@@ -279,6 +279,33 @@ def store_digest(root: str | Path) -> str | None:
     return digest.hexdigest()
 
 
+def read_meta(root: str | Path) -> dict[str, Any]:
+    """``store.json``: bands, freq, window, dtype, periods per year, shards, code vocabulary.
+
+    Raises:
+        StoreError: there is no ``store.json`` under ``root``.
+    """
+    path = Path(root) / STORE_FILE
+    if not path.is_file():
+        raise StoreError(f"{path}: not found (run the medians stage)")
+    return json.loads(path.read_text())
+
+
+def open_patch(root: str | Path, record: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """Memory-map one patch's medians and labels (read-only) from its shard; ``record`` is a row of
+    :class:`Store` (``store.record(row)`` or ``dataset.records[p]``). Opens its own maps: for the
+    odd patch (previews); loaders go through the store's bounded cache instead."""
+    meta = read_meta(root)
+    shard = Path(root) / record["shard"]
+    window, bands = int(meta["window"]), len(meta["bands"])
+    sub_y, sub_x = record["sub_y"], record["sub_x"]
+    medians = np.memmap(shard, dtype=np.dtype(meta["dtype"]).newbyteorder("<"), mode="r", offset=record["offset"],
+                        shape=(sub_y, sub_x, record["periods"], bands, window, window))
+    labels = np.memmap(shard, dtype=LABELS_DTYPE, mode="r", offset=record["labels_offset"],
+                       shape=(sub_y, sub_x, window, window))
+    return medians, labels
+
+
 class ShardCache:
     """At most ``max_open`` read-only shard file descriptors, least recently used closed first.
 
