@@ -39,7 +39,7 @@ sys.path.insert(0, str(REPO / "tests"))
 from cropseg.core.executor import make_executor  # noqa: E402
 from cropseg.medians.recipe import compute_patch, read_header  # noqa: E402
 from cropseg.medians.stage import plan_medians, process_patch, run_medians  # noqa: E402
-from cropseg.medians.store import DEFAULT_SHARD_BYTES, create_shards  # noqa: E402
+from cropseg.medians.store_writer import DEFAULT_SHARD_BYTES, create_shards  # noqa: E402
 from cropseg.core.params import Medians, SyntheticData  # noqa: E402
 from cropseg.s4a.netcdf import PatchInfo, read_index, write_index  # noqa: E402
 from cropseg.fetch.synthetic import generate_patch, plan_patches, write_patch_netcdf  # noqa: E402

@@ -15,7 +15,7 @@ import pytest  # noqa: E402
 
 from cropseg.medians.recipe import compute_patch, median_network, period_of, period_edges  # noqa: E402
 from cropseg.medians.stage import MediansError, run_medians  # noqa: E402
-from cropseg.medians.store import open_patch, read_meta  # noqa: E402
+from cropseg.medians.store_reader import open_patch, read_meta  # noqa: E402
 from cropseg.core.params import Medians, ParamsError, SyntheticData, parse_params  # noqa: E402
 from cropseg.s4a.netcdf import PatchName, PatchInfo, write_index  # noqa: E402
 from cropseg.fetch.synthetic import PatchPlan, generate_patch, write_patch_netcdf  # noqa: E402
@@ -170,7 +170,8 @@ def netcdf_root(tmp_path_factory):
 
 
 def test_stage_storage_layout_and_meta(netcdf_root, tmp_path):
-    from cropseg.medians.store import COUNT_DTYPE, Store
+    from cropseg.medians.store_layout import COUNT_DTYPE
+    from cropseg.medians.store_reader import Store
 
     params = Medians(bands=["B03", "B8A"], workers=1)
     # a cap below a 122 px patch (714 kB): the 2020 tile-year (a 122 px and a 61 px patch) splits in two

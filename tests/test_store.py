@@ -17,7 +17,8 @@ from cropseg.fetch.stage import fetch_s4a
 from cropseg.split.labels import load_label_set
 from cropseg.medians.stage import run_medians
 from cropseg.core.params import Medians
-from cropseg.medians.store import Store, open_patch, plan_store
+from cropseg.medians.store_reader import Store, open_patch
+from cropseg.medians.store_writer import plan_store
 
 from conftest import tiny_data
 

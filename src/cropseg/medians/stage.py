@@ -5,10 +5,10 @@ so the store plan fixes every shard offset before any patch is computed; the sec
 patches on the executor, each worker writing its blocks at their planned offsets, so the bytes never
 depend on the order tasks finish in.
 
-Storage (``data/medians/``): the sharded store of :mod:`cropseg.medians.store`: per patch a block of
-float32 (or uint16) ``(sub_y, sub_x, periods, bands, window, window)`` and a block of uint32 labels
-``(sub_y, sub_x, window, window)`` in a shard per tile-year, and an index (``patches.npy``,
-``counts.npy``, ``store.json``). One sub-patch is one contiguous block.
+Storage (``data/medians/``): the sharded store of :mod:`cropseg.medians.store_layout`: per patch a
+block of float32 (or uint16) ``(sub_y, sub_x, periods, bands, window, window)`` and a block of
+uint32 labels ``(sub_y, sub_x, window, window)`` in a shard per tile-year, and an index
+(``patches.npy``, ``counts.npy``, ``store.json``). One sub-patch is one contiguous block.
 """
 
 from __future__ import annotations
@@ -26,8 +26,9 @@ from ..core.executor import Executor, make_executor
 from ..core.params import Medians
 from ..s4a.netcdf import INDEX_FILE, read_index
 from .recipe import MediansError, compute_patch, period_edges, period_starts, read_header
-from .store import (DEFAULT_SHARD_BYTES, PatchSlot, StoreError, StorePlan, code_counts, create_shards, plan_store,
-                    write_block, write_index)
+from .store_layout import StoreError
+from .store_writer import (DEFAULT_SHARD_BYTES, PatchSlot, StorePlan, code_counts, create_shards, plan_store,
+                           write_block, write_index)
 
 
 def _header_task(relpath: str, netcdf_root: str, window: int) -> tuple[str, int, int]:
@@ -39,14 +40,14 @@ def process_patch(slot: PatchSlot, netcdf_root: str, out_root: str, params: Medi
     per sub-patch and code (for the index) and its bytes.
 
     Args:
-        slot: the patch's place in the store (:func:`cropseg.medians.store.plan_store`).
+        slot: the patch's place in the store (:func:`cropseg.medians.store_writer.plan_store`).
         netcdf_root: the folder ``slot.path`` is relative to.
         out_root: the store folder being filled, its shards already created.
         params: the ``medians`` params.
 
     Returns:
-        ``{"row", "counts", "bytes"}``: the slot's row, :func:`cropseg.medians.store.code_counts` of its
-        labels, and the bytes of its two blocks.
+        ``{"row", "counts", "bytes"}``: the slot's row, :func:`cropseg.medians.store_writer.code_counts`
+        of its labels, and the bytes of its two blocks.
 
     Raises:
         MediansError: the patch cannot be computed (:func:`compute_patch`), or its arrays do not
@@ -91,7 +92,7 @@ def plan_medians(netcdf_root: Path, relpaths: list[str], params: Medians, execut
         relpaths: the patches to place, relative to ``netcdf_root``.
         params: the ``medians`` params (bands, freq, window, dtype).
         executor: runs :func:`read_header` on every patch.
-        shard_bytes: the shard size cap (:func:`cropseg.medians.store.plan_store`).
+        shard_bytes: the shard size cap (:func:`cropseg.medians.store_writer.plan_store`).
         progress: show a progress bar.
 
     Raises:
@@ -112,7 +113,7 @@ def run_medians(netcdf_root: str | Path, out: str | Path, params: Medians, *,
                 executor: Executor | None = None, progress: bool = True,
                 shard_bytes: int = DEFAULT_SHARD_BYTES) -> MediansSummary:
     """The stage: every patch of ``netcdf_root/index.csv`` into the sharded store ``out``
-    (replaced atomically; see :mod:`cropseg.medians.store`).
+    (replaced atomically; see :mod:`cropseg.medians.store_layout`).
 
     Two passes over the patches on ``executor`` (default ``make_executor(params.scheduler,
     params.workers)``): headers (size, year) to plan every shard offset, then the medians, each
