@@ -129,11 +129,6 @@ class SubPatchDataset(Dataset):
     def window(self) -> int:
         return int(self.meta["window"])
 
-    @property
-    def open_shards(self) -> int:
-        """Shard files this process holds open now (at most ``max_open``)."""
-        return len(self.store.cache)
-
     def _open(self, patch: int) -> tuple[np.ndarray, np.ndarray]:
         """Medians and labels of the split's ``patch``-th patch, memory-mapped (whole-patch reads)."""
         return self.store.arrays(int(self.records.rows[patch]))
