@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from cropseg.nn.dataset import SubPatchDataset, read_split_list  # noqa: E402
 from cropseg.split.labels import load_label_set  # noqa: E402
-from cropseg.medians.stage import open_patch  # noqa: E402
+from cropseg.medians.store_reader import open_patch  # noqa: E402
 
 MONTHS = [4, 9]
 

@@ -5,7 +5,7 @@ interleaved patch by patch, it times per patch:
 
 * ``read``: netCDF4 reading + decompressing the band variables and the labels, nothing else
   (the lower bound for any implementation that reads these files);
-* ``stage``: what the stage does per patch: :func:`cropseg.medians.stage.read_header` (the plan pass)
+* ``stage``: what the stage does per patch: :func:`cropseg.medians.recipe.read_header` (the plan pass)
   and :func:`cropseg.medians.stage.process_patch`, i.e. read, medians, interpolation, cut, both blocks
   written into their shard and the code counts of the index (``compute`` is the same without
   the header pass, the write and the counts);
@@ -37,8 +37,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
 from cropseg.core.executor import make_executor  # noqa: E402
-from cropseg.medians.stage import compute_patch, plan_medians, process_patch, read_header, run_medians  # noqa: E402
-from cropseg.medians.store import DEFAULT_SHARD_BYTES, create_shards  # noqa: E402
+from cropseg.medians.recipe import compute_patch, read_header  # noqa: E402
+from cropseg.medians.stage import plan_medians, process_patch, run_medians  # noqa: E402
+from cropseg.medians.store_writer import DEFAULT_SHARD_BYTES, create_shards  # noqa: E402
 from cropseg.core.params import Medians, SyntheticData  # noqa: E402
 from cropseg.s4a.netcdf import PatchInfo, read_index, write_index  # noqa: E402
 from cropseg.fetch.synthetic import generate_patch, plan_patches, write_patch_netcdf  # noqa: E402

@@ -52,7 +52,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from cropseg.medians.store import ALIGN, DEFAULT_SHARD_BYTES, create_shards, plan_store, write_index  # noqa: E402
+from cropseg.medians.store_layout import ALIGN  # noqa: E402
+from cropseg.medians.store_writer import DEFAULT_SHARD_BYTES, create_shards, plan_store, write_index  # noqa: E402
 
 WINDOW, GRID, PERIODS, BANDS, FREQ = 4, 6, 6, 1, "2MS"
 REAL = {"window": 61, "grid": 6, "periods": 12, "bands": 4}  # S4A defaults: 366 px, 1MS, 4 bands, float32
@@ -99,7 +100,7 @@ def make_patches(rng: np.random.Generator, count: int) -> tuple[np.ndarray, np.n
 
 
 def chunk_counts(labels: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """:func:`cropseg.medians.store.code_counts` of every patch of ``labels``, vectorised over the chunk."""
+    """:func:`cropseg.medians.store_writer.code_counts` of every patch of ``labels``, vectorised over the chunk."""
     count, per = labels.shape[0], GRID * GRID
     flat = labels.reshape(count * per, -1).astype(np.uint64)
     keys = (np.arange(count * per, dtype=np.uint64)[:, None] << np.uint64(32)) | flat
@@ -112,7 +113,7 @@ def chunk_counts(labels: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, np.nd
 
 
 def store_meta() -> dict:
-    from cropseg.medians.stage import period_starts
+    from cropseg.medians.recipe import period_starts
 
     return {"bands": ["B02"][:BANDS], "freq": FREQ, "window": WINDOW, "dtype": "float32",
             "period_date": "start of the right-closed period (bins[i], bins[i+1]]",
@@ -175,7 +176,7 @@ def build_sparse(root: Path, n: int) -> list[str]:
     create_shards(medians, plan)
     one = (np.arange(36, dtype=np.int64), np.zeros(36, np.int64), np.full(36, 61 * 61, np.int64))
     meta = {**store_meta(), "bands": ["B02", "B03", "B04", "B08"], "freq": "1MS", "window": 61}
-    from cropseg.medians.stage import period_starts
+    from cropseg.medians.recipe import period_starts
 
     meta["periods"] = {str(y): period_starts(y, "1MS") for y in YEARS}
     write_index(medians, plan, [one] * len(plan.slots), meta)

@@ -13,9 +13,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from cropseg.medians.stage import (  # noqa: E402
-    MediansError, compute_patch, median_network, open_patch, period_of, period_edges, read_meta, run_medians,
-)
+from cropseg.medians.recipe import compute_patch, median_network, period_of, period_edges  # noqa: E402
+from cropseg.medians.stage import MediansError, run_medians  # noqa: E402
+from cropseg.medians.store_reader import open_patch, read_meta  # noqa: E402
 from cropseg.core.params import Medians, ParamsError, SyntheticData, parse_params  # noqa: E402
 from cropseg.s4a.netcdf import PatchName, PatchInfo, write_index  # noqa: E402
 from cropseg.fetch.synthetic import PatchPlan, generate_patch, write_patch_netcdf  # noqa: E402
@@ -83,7 +83,7 @@ def test_median_network_equals_numpy_median(n):
     values = rng.integers(0, 40, (n, 257)).astype(np.uint16)  # many ties
     rows = [row.copy() for row in values]
     scratch = np.empty(257, np.uint16)
-    from cropseg.medians.stage import _batcher, _select_middle
+    from cropseg.medians.recipe import _batcher, _select_middle
 
     low, high = _select_middle(rows, scratch)
     got = (low.astype(np.float64) + high) / 2
@@ -170,7 +170,8 @@ def netcdf_root(tmp_path_factory):
 
 
 def test_stage_storage_layout_and_meta(netcdf_root, tmp_path):
-    from cropseg.medians.store import COUNT_DTYPE, Store
+    from cropseg.medians.store_layout import COUNT_DTYPE
+    from cropseg.medians.store_reader import Store
 
     params = Medians(bands=["B03", "B8A"], workers=1)
     # a cap below a 122 px patch (714 kB): the 2020 tile-year (a 122 px and a 61 px patch) splits in two

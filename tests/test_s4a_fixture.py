@@ -14,7 +14,8 @@ from cropseg.fetch.dem import fetch_dem, patch_footprint
 from cropseg.evaluate.stage import EvaluatePaths, evaluate
 from cropseg.fetch.stage import fetch_s4a
 from cropseg.selection.irreducible import run_irreducible
-from cropseg.medians.stage import period_of, period_edges, run_medians
+from cropseg.medians.recipe import period_of, period_edges
+from cropseg.medians.stage import run_medians
 from cropseg.core.params import Data, Dem, LocalData, Medians, Split, parse_params
 from cropseg.s4a.netcdf import BANDS, decode_time, validate_patch
 from cropseg.split.stage import run_split

@@ -15,9 +15,10 @@ from torch.utils.data import DataLoader
 from cropseg.nn.dataset import BlockSampler, DatasetError, SubPatchDataset
 from cropseg.fetch.stage import fetch_s4a
 from cropseg.split.labels import load_label_set
-from cropseg.medians.stage import open_patch, run_medians
+from cropseg.medians.stage import run_medians
 from cropseg.core.params import Medians
-from cropseg.medians.store import Store, plan_store
+from cropseg.medians.store_reader import Store, open_patch
+from cropseg.medians.store_writer import plan_store
 
 from conftest import tiny_data
 
@@ -73,6 +74,11 @@ def _fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
+def _open_shards(dataset: SubPatchDataset) -> int:
+    """Shard files the dataset's store holds open in this process now (at most its ``max_open``)."""
+    return len(dataset.store.cache)
+
+
 def test_open_shards_stay_bounded_and_batches_are_unchanged(store_root):
     root, paths = store_root
     label_set = load_label_set("s4a11", LABELS)
@@ -87,9 +93,9 @@ def test_open_shards_stay_bounded_and_batches_are_unchanged(store_root):
         a, b = wide[positions], narrow[positions]
         torch.testing.assert_close(a.x, b.x, rtol=0, atol=0)
         torch.testing.assert_close(a.y, b.y, rtol=0, atol=0)
-        assert narrow.open_shards <= 1
+        assert _open_shards(narrow) <= 1
         most = max(most, _fds() - before)
-    assert wide.open_shards == 4
+    assert _open_shards(wide) == 4
     assert narrow.store.cache.opened > 4  # it did evict and reopen
     assert most <= 4 + 1  # the wide dataset's 4 maps and the narrow one's single map, one fd each
     narrow.store.cache.close()
@@ -102,11 +108,11 @@ def test_loader_workers_open_their_own_maps_and_match_the_main_process(store_roo
     label_set = load_label_set("s4a11", LABELS)
     dataset = SubPatchDataset(root, paths, label_set, months=[4, 9], normalize=1e4, skip_empty=True, max_open=2)
     dataset[[0, len(dataset) - 1]]  # the parent holds maps before the workers fork
-    assert dataset.open_shards == 2
+    assert _open_shards(dataset) == 2
     state = pickle.dumps(dataset)
     assert len(state) < 200_000  # no memory map or shard bytes travel to a spawned worker
     again = pickle.loads(state)
-    assert again.open_shards == 0
+    assert _open_shards(again) == 0
     sampler = BlockSampler(len(dataset), 5, seed=1)
     loader = DataLoader(dataset, sampler=sampler, batch_size=None, num_workers=2,
                         multiprocessing_context="fork")

@@ -20,7 +20,8 @@ from cropseg.nn.checkpoint import load_model
 from cropseg.nn.dataset import BlockSampler, SubPatchDataset, read_split_list
 from cropseg.fetch.stage import fetch_s4a
 from cropseg.split.labels import load_label_set
-from cropseg.medians.stage import open_patch, run_medians
+from cropseg.medians.stage import run_medians
+from cropseg.medians.store_reader import open_patch
 from cropseg.core.params import Medians, parse_params
 from cropseg.train.loop import RunPaths, train
 

@@ -17,7 +17,7 @@ import pandas as pd
 from ..core.atomic import atomic_file
 from ..nn.dataset import SubPatchDataset
 from ..split.labels import LabelSet
-from ..medians.stage import open_patch
+from ..medians.store_reader import open_patch
 from .page import fmt
 from ..medians.subpatches import stitch
 

@@ -11,10 +11,10 @@ sub-patch's months are one contiguous range of its shard): only the months neede
 nothing is decompressed, and there is no Python loop over pixels or classes (labels are mapped
 with the label set's lookup table).
 
-Resources do not grow with the number of patches (:mod:`cropseg.medians.store`): construction reads the
-store's index only (parcel pixels per sample and class pixel counts come from its per sub-patch
-code counts, never from a label map), and shards are opened lazily through a bounded LRU of
-file descriptors, per process (DataLoader workers open their own after fork).
+Resources do not grow with the number of patches (:mod:`cropseg.medians.store_reader`):
+construction reads the store's index only (parcel pixels per sample and class pixel counts come
+from its per sub-patch code counts, never from a label map), and shards are opened lazily through
+a bounded LRU of file descriptors, per process (DataLoader workers open their own after fork).
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ from torch.utils.data import Dataset, Sampler
 
 from .label_noise import LabelNoise, relabel, sample_keys
 from ..split.labels import LabelSet
-from ..medians.store import DEFAULT_MAX_OPEN, PatchRecords, Store, StoreError
+from ..medians.store_layout import StoreError
+from ..medians.store_reader import DEFAULT_MAX_OPEN, PatchRecords, Store
 
 
 class DatasetError(ValueError):
@@ -77,7 +78,8 @@ class Batch:
 class SubPatchDataset(Dataset):
     """The sub-patches of one split. ``dataset[list_of_indices]`` returns a whole :class:`Batch`.
 
-    ``max_open`` bounds the shard files each process holds open (an LRU; see :mod:`cropseg.medians.store`).
+    ``max_open`` bounds the shard files each process holds open (an LRU; see
+    :mod:`cropseg.medians.store_reader`).
     ``noise`` relabels a fixed share of the samples with wrong classes (:mod:`cropseg.nn.label_noise`):
     the comparison protocol's per-sample noise, given only to datasets of the train split.
     """
@@ -127,11 +129,6 @@ class SubPatchDataset(Dataset):
     def window(self) -> int:
         return int(self.meta["window"])
 
-    @property
-    def open_shards(self) -> int:
-        """Shard files this process holds open now (at most ``max_open``)."""
-        return len(self.store.cache)
-
     def _open(self, patch: int) -> tuple[np.ndarray, np.ndarray]:
         """Medians and labels of the split's ``patch``-th patch, memory-mapped (whole-patch reads)."""
         return self.store.arrays(int(self.records.rows[patch]))
@@ -139,10 +136,16 @@ class SubPatchDataset(Dataset):
     def class_pixel_counts(self) -> np.ndarray:
         """Pixels per model class over the samples of this dataset (class 0 = background), from the
         store's index: no label map is read. With noise, noisy samples count under their wrong classes
-        (the labels the model is given)."""
-        samples = self._samples[self.indices]
+        (the labels the model is given); the shift is applied here, not in the store reader, so the
+        store (and the stage that writes it) does not depend on the label-noise code."""
+        n_classes = len(self.label_set.class_names)
         shift = None if self.noise_shift is None else self.noise_shift[self.indices]
-        return self.store.class_pixels(self._classes, len(self.label_set.class_names), samples, shift)
+        total = np.zeros(n_classes, dtype=np.int64)
+        for at, chosen, pixels in self.store.class_pixel_parts(self._classes, self._samples[self.indices]):
+            if shift is not None:
+                chosen = relabel(chosen, shift[at], n_classes)
+            total += np.bincount(chosen, weights=pixels, minlength=n_classes)[:n_classes].astype(np.int64)
+        return total
 
     def __len__(self) -> int:
         return len(self.indices)

@@ -46,7 +46,7 @@ from ..nn.precise_bn import calibration_positions, recalibrate
 from ..nn.precision import autocast, pick_device, use_bf16
 from ..selection.selector import Selector
 from ..nn.snapshots import Snapshots
-from ..medians.store import store_digest
+from ..medians.store_reader import store_digest
 from ..tracking.tracker import Tracker, config_digest
 
 NOISE_KEYS = {"label_noise", "noise_seed", "noisy_val"}

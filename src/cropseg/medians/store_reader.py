@@ -1,39 +1,10 @@
-"""The sharded medians store (``data/medians``): a few large memory-mappable shards and one index.
-
-Why: at the real dataset's size (~250,000 patches) one file per array means 500,000 files that
-DVC hashes, checks and pushes one by one (treeverse/dvc #7681, #7607), and one memory map per
-patch exhausts open files (``ulimit -n``) and ``vm.max_map_count`` (65,530) after ~10,000
-patches. So patches are packed into shards and every reader goes through a bounded cache.
-
-Layout::
-
-    store.json          format, bands, freq, window, dtypes, periods per year, shard list, code vocabulary
-    patches.npy         the index: one row per patch (PATCH_DTYPE), sorted by path
-    counts.npy          per sub-patch pixel counts per S4A code (COUNT_DTYPE), sorted by (sample, code)
-    shards/YYYY_TILE_NNN.bin
-
-* **Shards** hold the patches of one tile-year, in path order, split when a shard would exceed
-  ``shard_bytes`` (default 4 GiB). A patch is two blocks at page-aligned (4096) offsets: its
-  medians, C-order ``(sub_y, sub_x, periods, bands, window, window)`` of ``dtype``, then its labels,
-  ``(sub_y, sub_x, window, window)`` uint32 (S4A codes as stored). So one sub-patch is one
-  contiguous read, and a page never straddles two patches. Little-endian raw bytes, no header:
-  ``patches.npy`` says where each block is. Tile-years keep a split by tile (or a predict mosaic)
-  reading whole shards, and adding a tile-year adds shards without changing the bytes of the
-  others (DVC stores and pushes only the new ones).
-* **Why 4 GiB**: big enough that a 366 px patch (4 bands, 12 months, float32: 26 MB) packs ~160
-  to a shard, so 250,000 patches make ~1,600 files (the issue's bound is patches / 100 + 10); small
-  enough that DVC hashes a shard in seconds, a failed ``dvc push`` re-sends at most 4 GiB, and it
-  fits every object store's single-object limit (S3: 5 TB) and any file system but FAT32.
-* **Index**: ``patches.npy`` is a numpy structured array (``np.load`` reads 250,000 rows in
-  milliseconds; no new dependency). ``counts.npy`` lists, for every sub-patch (``sample`` = the
-  patch's ``first_sample`` + row-major sub-patch number), the pixels of each S4A code it contains
-  (``code`` indexes ``store.json["codes"]``, so any label set maps it by table lookup). Parcel
-  pixels (codes that are not 0) and class pixel counts of a split follow from it without reading
-  a label map; it is read in chunks, so it never has to fit in memory.
+"""Reading the sharded medians store: its index, per sub-patch code counts and patch arrays.
 
 Readers open shards lazily through :class:`ShardCache`, an LRU of at most ``max_open`` file
 descriptors read with ``preadv`` (one contiguous read per sub-patch, straight into the batch),
 reset after ``fork`` and never pickled, so DataLoader worker processes each open their own.
+The layout is :mod:`cropseg.medians.store_layout`'s; nothing here writes or relabels (label
+noise is the dataset's), so editing that code does not rerun the stage that makes the store.
 """
 
 from __future__ import annotations
@@ -49,222 +20,9 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from ..nn.label_noise import relabel
+from .store_layout import COUNT_DTYPE, COUNTS_FILE, FORMAT, LABELS_DTYPE, PATCHES_FILE, STORE_FILE, StoreError
 
-FORMAT = "cropseg-medians/2"
-STORE_FILE = "store.json"
-PATCHES_FILE = "patches.npy"
-COUNTS_FILE = "counts.npy"
-SHARD_DIR = "shards"
-ALIGN = 4096
-DEFAULT_SHARD_BYTES = 4 << 30
 DEFAULT_MAX_OPEN = 32
-LABELS_DTYPE = np.dtype("<u4")
-COUNT_DTYPE = np.dtype([("sample", "<u4"), ("code", "<u4"), ("pixels", "<u4")])
-
-
-class StoreError(ValueError):
-    """The store is missing, of another format, or does not hold what was asked for."""
-
-
-def patch_dtype(path_bytes: int) -> np.dtype:
-    """One index row. ``path`` is ASCII (S4A names are); offsets are bytes into the shard."""
-    return np.dtype([("path", f"S{max(1, path_bytes)}"), ("year", "<i4"), ("tile", "S8"), ("size", "<i4"),
-                     ("sub_y", "<i4"), ("sub_x", "<i4"), ("periods", "<i4"), ("shard", "<i4"),
-                     ("offset", "<i8"), ("labels_offset", "<i8"), ("first_sample", "<i8"),
-                     ("counts_start", "<i8"), ("counts_stop", "<i8")])
-
-
-def _aligned(n: int) -> int:
-    return -(-n // ALIGN) * ALIGN
-
-
-# ---------------------------------------------------------------------------------------------
-# planning: every offset is known before any patch is computed
-
-
-@dataclass(frozen=True)
-class PatchSlot:
-    """Where one patch goes: known from its path, year, tile and size before it is computed."""
-
-    row: int
-    path: str
-    year: int
-    tile: str
-    size: int
-    periods: int
-    shard: int
-    shard_name: str
-    offset: int
-    labels_offset: int
-    medians_shape: tuple[int, ...]
-    labels_shape: tuple[int, ...]
-
-
-@dataclass
-class StorePlan:
-    slots: list[PatchSlot]
-    shards: list[dict[str, Any]]  # name, bytes, patches
-
-
-def plan_store(patches: Sequence[tuple[str, int, str, int]], *, bands: int, window: int,
-               periods_of_year: dict[int, int], dtype: str, shard_bytes: int = DEFAULT_SHARD_BYTES) -> StorePlan:
-    """Assign every ``(path, year, tile, size)`` a shard and offsets: rows sorted by path, shards
-    per tile-year in path order, a new shard whenever the next patch would pass ``shard_bytes``
-    (a patch larger than the cap gets a shard of its own).
-
-    Args:
-        patches: ``(path, year, tile, size)`` of every patch; ``size`` in 10 m pixels.
-        bands: bands per median.
-        window: sub-patch side in pixels; a patch holds ``(size // window) ** 2`` sub-patches.
-        periods_of_year: median periods of each year in ``patches``.
-        dtype: the medians' numpy dtype (``float32`` or ``uint16``).
-        shard_bytes: the most bytes a shard holds (unless one patch alone is larger).
-
-    Returns:
-        One slot per patch, in path order, and the shard list (name, bytes, patches).
-    """
-    item = np.dtype(dtype).itemsize
-    rows = sorted(patches, key=lambda p: p[0])
-    groups: dict[tuple[int, str], list[int]] = {}
-    for row, (_, year, tile, _) in enumerate(rows):
-        groups.setdefault((year, tile), []).append(row)
-    slots: list[PatchSlot | None] = [None] * len(rows)
-    shards: list[dict[str, Any]] = []
-    for (year, tile) in sorted(groups):
-        current, used, part = None, 0, 0
-        for row in groups[(year, tile)]:
-            path, _, _, size = rows[row]
-            sub = size // window
-            medians_shape = (sub, sub, periods_of_year[year], bands, window, window)
-            labels_shape = (sub, sub, window, window)
-            need = _aligned(int(np.prod(medians_shape)) * item) + _aligned(int(np.prod(labels_shape)) * 4)
-            if current is None or (used and used + need > shard_bytes):
-                current = {"name": f"{SHARD_DIR}/{year}_{tile}_{part:03d}.bin", "bytes": 0, "patches": 0}
-                shards.append(current)
-                part, used = part + 1, 0
-            offset = used
-            labels_offset = offset + _aligned(int(np.prod(medians_shape)) * item)
-            used += need
-            current["bytes"], current["patches"] = used, current["patches"] + 1
-            slots[row] = PatchSlot(row, path, year, tile, size, periods_of_year[year], len(shards) - 1,
-                                   current["name"], offset, labels_offset, medians_shape, labels_shape)
-    return StorePlan([s for s in slots if s is not None], shards)
-
-
-def create_shards(root: Path, plan: StorePlan) -> None:
-    """Create every shard at its final size (sparse: unwritten gaps read as zeros, deterministically)."""
-    (root / SHARD_DIR).mkdir()
-    for shard in plan.shards:
-        fd = os.open(root / shard["name"], os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        try:
-            os.ftruncate(fd, shard["bytes"])
-        finally:
-            os.close(fd)
-
-
-def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
-    while len(data):
-        written = os.pwrite(fd, data, offset)
-        data, offset = data[written:], offset + written
-
-
-def write_block(root: str | Path, slot: PatchSlot, medians: np.ndarray, labels: np.ndarray) -> None:
-    """Write one patch into its pre-allocated shard. The shard is opened without ``O_CREAT``, so a
-    late task cannot resurrect an output the stage already removed after an error.
-
-    Args:
-        root: the store folder (made by :func:`create_shards`).
-        slot: where the patch goes (from :func:`plan_store`).
-        medians: ``slot.medians_shape``, any byte order of the planned dtype; written little-endian.
-        labels: ``slot.labels_shape``, S4A codes; written as little-endian uint32.
-
-    Raises:
-        StoreError: a shape differs from the plan.
-        FileNotFoundError: the shard is gone (the stage removed its output).
-    """
-    if medians.shape != slot.medians_shape or labels.shape != slot.labels_shape:
-        raise StoreError(f"{slot.path}: medians {medians.shape} / labels {labels.shape}, the store planned "
-                         f"{slot.medians_shape} / {slot.labels_shape}")
-    fd = os.open(Path(root) / slot.shard_name, os.O_WRONLY)
-    try:
-        _pwrite_all(fd, memoryview(np.ascontiguousarray(medians, medians.dtype.newbyteorder("<"))).cast("B"),
-                    slot.offset)
-        _pwrite_all(fd, memoryview(np.ascontiguousarray(labels, LABELS_DTYPE)).cast("B"), slot.labels_offset)
-    finally:
-        os.close(fd)
-
-
-def code_counts(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per sub-patch of ``labels`` (sub_y, sub_x, w, w): (sub-patch number, code, pixels), sorted."""
-    per = labels.shape[0] * labels.shape[1]
-    flat = np.asarray(labels, dtype=np.uint64).reshape(per, -1)
-    keys = (np.arange(per, dtype=np.uint64)[:, None] << np.uint64(32)) | flat
-    unique, pixels = np.unique(keys.ravel(), return_counts=True)
-    return ((unique >> np.uint64(32)).astype(np.int64), (unique & np.uint64(0xFFFFFFFF)).astype(np.int64),
-            pixels.astype(np.int64))
-
-
-def write_index(root: Path, plan: StorePlan, counts: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
-                meta: dict[str, Any]) -> dict[str, Any]:
-    """``patches.npy``, ``counts.npy`` and ``store.json`` for a planned store whose blocks are
-    written; ``counts[row]`` is :func:`code_counts` of the row's labels.
-
-    Args:
-        root: the store folder.
-        plan: the plan the blocks were written by.
-        counts: :func:`code_counts` of each slot's labels, in slot order.
-        meta: the stage's entries of ``store.json`` (bands, freq, window, dtype, ...); the layout,
-            sizes, code vocabulary and shard list are added here.
-
-    Returns:
-        The ``store.json`` content written.
-
-    Raises:
-        StoreError: the store has more sub-patches than a uint32 sample number holds.
-    """
-    slots = plan.slots
-    vocabulary = np.unique(np.concatenate([c[1] for c in counts])) if counts else np.zeros(0, np.int64)
-    path_bytes = max((len(s.path.encode("ascii")) for s in slots), default=1)
-    patches = np.zeros(len(slots), dtype=patch_dtype(path_bytes))
-    per_patch = np.array([s.labels_shape[0] * s.labels_shape[1] for s in slots], dtype=np.int64)
-    first = np.concatenate([[0], np.cumsum(per_patch)[:-1]]) if len(slots) else per_patch
-    lengths = np.array([len(c[0]) for c in counts], dtype=np.int64)
-    stops = np.cumsum(lengths)
-    if len(slots) and first[-1] + per_patch[-1] > np.iinfo(np.uint32).max:
-        raise StoreError(f"{first[-1] + per_patch[-1]} sub-patches: more than a uint32 sample number holds")
-    for name, values in (("path", [s.path.encode("ascii") for s in slots]), ("year", [s.year for s in slots]),
-                         ("tile", [s.tile.encode("ascii") for s in slots]), ("size", [s.size for s in slots]),
-                         ("sub_y", [s.labels_shape[0] for s in slots]), ("sub_x", [s.labels_shape[1] for s in slots]),
-                         ("periods", [s.periods for s in slots]), ("shard", [s.shard for s in slots]),
-                         ("offset", [s.offset for s in slots]), ("labels_offset", [s.labels_offset for s in slots])):
-        patches[name] = values
-    patches["first_sample"] = first
-    patches["counts_start"] = stops - lengths
-    patches["counts_stop"] = stops
-    table = np.zeros(int(stops[-1]) if len(stops) else 0, dtype=COUNT_DTYPE)
-    for row, (sample, code, pixels) in enumerate(counts):
-        part = table[stops[row] - lengths[row]:stops[row]]
-        part["sample"] = sample + first[row]
-        part["code"] = np.searchsorted(vocabulary, code)
-        part["pixels"] = pixels
-    np.save(root / PATCHES_FILE, patches, allow_pickle=False)
-    np.save(root / COUNTS_FILE, table, allow_pickle=False)
-    sizes = sorted({s.size for s in slots})
-    subs = sorted(set(per_patch.tolist()))
-    meta = {"format": FORMAT, **meta, "labels_dtype": "uint32", "byte_order": "little", "align": ALIGN,
-            "layout": {"medians": ["sub_y", "sub_x", "period", "band", "y", "x"],
-                       "labels": ["sub_y", "sub_x", "y", "x"]},
-            "patch_size": sizes[0] if len(sizes) == 1 else None,
-            "sub_patches_per_patch": subs[0] if len(subs) == 1 else None,
-            "n_patches": len(slots), "n_samples": int(per_patch.sum()),
-            "codes": vocabulary.tolist(), "shards": plan.shards}
-    (root / STORE_FILE).write_text(json.dumps(meta, indent=1) + "\n")
-    return meta
-
-
-# ---------------------------------------------------------------------------------------------
-# reading
 
 
 def store_digest(root: str | Path) -> str | None:
@@ -277,6 +35,33 @@ def store_digest(root: str | Path) -> str | None:
     for name in (STORE_FILE, PATCHES_FILE):
         digest.update(name.encode() + b"\0" + (root / name).read_bytes())
     return digest.hexdigest()
+
+
+def read_meta(root: str | Path) -> dict[str, Any]:
+    """``store.json``: bands, freq, window, dtype, periods per year, shards, code vocabulary.
+
+    Raises:
+        StoreError: there is no ``store.json`` under ``root``.
+    """
+    path = Path(root) / STORE_FILE
+    if not path.is_file():
+        raise StoreError(f"{path}: not found (run the medians stage)")
+    return json.loads(path.read_text())
+
+
+def open_patch(root: str | Path, record: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """Memory-map one patch's medians and labels (read-only) from its shard; ``record`` is a row of
+    :class:`Store` (``store.record(row)`` or ``dataset.records[p]``). Opens its own maps: for the
+    odd patch (previews); loaders go through the store's bounded cache instead."""
+    meta = read_meta(root)
+    shard = Path(root) / record["shard"]
+    window, bands = int(meta["window"]), len(meta["bands"])
+    sub_y, sub_x = record["sub_y"], record["sub_x"]
+    medians = np.memmap(shard, dtype=np.dtype(meta["dtype"]).newbyteorder("<"), mode="r", offset=record["offset"],
+                        shape=(sub_y, sub_x, record["periods"], bands, window, window))
+    labels = np.memmap(shard, dtype=LABELS_DTYPE, mode="r", offset=record["labels_offset"],
+                       shape=(sub_y, sub_x, window, window))
+    return medians, labels
 
 
 class ShardCache:
@@ -537,31 +322,26 @@ class Store:
                                                             minlength=int(sample[-1]) - low + 1).astype(np.int64)
         return out[samples]
 
-    def class_pixels(self, classes: np.ndarray, n_classes: int, samples: np.ndarray,
-                     shift: np.ndarray | None = None) -> np.ndarray:
-        """Pixels per model class over ``samples`` (store sample numbers), from the index alone.
+    def class_pixel_parts(self, classes: np.ndarray,
+                          samples: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """The code counts of ``samples`` (store sample numbers) as model classes, chunk by chunk of
+        the counts table, from the index alone: what class pixel counts are summed from. The caller
+        sums them (and may relabel a sample's classes first: label noise is the dataset's).
 
         Args:
             classes: model class of each vocabulary code (:meth:`class_lookup`).
-            n_classes: length of the result; classes at or above it are not counted.
             samples: store sample numbers (:meth:`samples_of`).
-            shift: one per sample: moves its crop classes as :func:`cropseg.nn.label_noise.relabel`
-                does (the comparison protocol's label noise); None: the labels as stored.
 
-        Returns:
-            ``n_classes`` pixel counts.
+        Yields:
+            Per chunk ``(at, chosen, pixels)``, one entry per counted (sample, code): the sample's
+            position in ``samples`` (the last one if it occurs twice), its model class and its pixels.
         """
         of = np.full(int(self.meta["n_samples"]), -1, dtype=np.int64)  # -1: not chosen
-        of[samples] = 0 if shift is None else shift
-        total = np.zeros(n_classes, dtype=np.int64)
+        of[samples] = np.arange(len(samples), dtype=np.int64)
         for part in self.iter_counts():
-            by = of[part["sample"]]
-            keep = by >= 0
-            chosen = classes[part["code"][keep]]
-            if shift is not None:
-                chosen = relabel(chosen, by[keep], n_classes)
-            total += np.bincount(chosen, weights=part["pixels"][keep], minlength=n_classes)[:n_classes].astype(np.int64)
-        return total
+            at = of[part["sample"]]
+            keep = at >= 0
+            yield at[keep], classes[part["code"][keep]], part["pixels"][keep]
 
 
 @dataclass
