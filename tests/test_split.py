@@ -21,8 +21,9 @@ from cropseg.split.patch_table import names_table  # noqa: E402
 from cropseg.s4a.netcdf import validate_patch, write_index  # noqa: E402
 from cropseg.split.stage import (SplitError, apply_subsets, coco_assign, limit_sample, read_coco,  # noqa: E402
                            run_split)
-from cropseg.split.rules import (RuleError, Share, allocate, apply_rules, load_rules, parse_rules,  # noqa: E402
-                                 strata_of)
+from cropseg.split.rules import RuleError, Share  # noqa: E402
+from cropseg.split.rules_apply import allocate, apply_rules, strata_of  # noqa: E402
+from cropseg.split.rules_schema import load_rules, parse_rules  # noqa: E402
 from cropseg.fetch.synthetic import plan_patches, write_patch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
