@@ -249,7 +249,7 @@ def test_fixture_files_copied_anywhere_still_validate(tmp_path):
 
 
 def test_a_crs_without_epsg_code_is_refused_by_both_footprint_readers(tmp_path):
-    # fetch_dem and the split's patch table place patches through one reader (cropseg.s4a.label_grid)
+    # fetch_dem and the split's patch table place patches through one reader (cropseg.s4a.grid.read_label_grid)
     path = tmp_path / PLAN.name.filename
     write_patch_netcdf(generate_patch(CFG, PLAN), path)
     custom = "+proj=tmerc +lat_0=0 +lon_0=1.5 +k=0.9996 +x_0=500000 +y_0=0 +ellps=intl +units=m"
@@ -259,10 +259,9 @@ def test_a_crs_without_epsg_code_is_refused_by_both_footprint_readers(tmp_path):
 
 
 def test_the_two_grid_readers_agree_on_published_patches(tmp_path):
-    # predict (cropseg.s4a.georef: transform first) and footprints/patch table (cropseg.s4a.label_grid: x/y
+    # predict (read_patch_grid: transform first) and footprints/patch table (read_label_grid: x/y
     # pixel centres) read the grid by two routes; on a published patch they must place it alike
-    from cropseg.s4a.georef import read_patch_grid
-    from cropseg.s4a.label_grid import read_label_grid
+    from cropseg.s4a.grid import read_label_grid, read_patch_grid
 
     synthetic = tmp_path / PLAN.name.filename
     write_patch_netcdf(generate_patch(CFG, PLAN), synthetic)

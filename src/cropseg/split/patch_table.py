@@ -28,7 +28,7 @@ import pandas as pd
 from pyproj import Transformer
 
 from ..core.executor import ordered_map
-from ..s4a.label_grid import LabelGridError, read_label_grid
+from ..s4a.grid import GridError, read_label_grid
 from ..s4a.netcdf import PatchInfo, parse_patch_name
 
 BASE_COLUMNS = (
@@ -158,11 +158,11 @@ def patch_row(info: PatchInfo, root: str | Path, tiles: list[DemTile]) -> tuple[
         ``(row, classes)``: the table's base columns for the patch, and pixels per S4A code.
 
     Raises:
-        PatchTableError: the patch cannot be placed (:func:`cropseg.s4a.label_grid.read_label_grid`).
+        PatchTableError: the patch cannot be placed (:func:`cropseg.s4a.grid.read_label_grid`).
     """
     try:
         grid = read_label_grid(Path(root) / info.path, labels=True)
-    except LabelGridError as error:
+    except GridError as error:
         raise PatchTableError(str(error)) from None
     epsg, bounds, labels = grid.epsg, grid.bounds, grid.labels
     lonlat = grid.lonlat()
