@@ -39,9 +39,9 @@ import pandas as pd
 
 from ..core.atomic import atomic_dir
 from ..core.executor import default_workers
+from ..core.workspace import missing_file_hint
 from .guards import split_problems
 from .labels import LabelSet
-from ..tracking.lineage import missing_file_hint
 from ..core.params import Split
 from .patch_table import build_table, class_columns, write_geojson, write_table
 from ..s4a.netcdf import INDEX_FILE, read_index
