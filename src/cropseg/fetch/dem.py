@@ -260,11 +260,6 @@ def write_manifest(records: Iterable[TileRecord], path: str | Path) -> None:
             writer.writerow([record.name, record.status, record.path])
 
 
-def read_manifest(path: str | Path) -> list[TileRecord]:
-    with open(path, newline="") as handle:
-        return [TileRecord(r["name"], r["status"], r["path"]) for r in csv.DictReader(handle)]
-
-
 def fetch_dem(netcdf_dir: str | Path, out: str | Path, dem: Dem, progress: bool = True,
               backoff_s: float = 1.0) -> DemSummary:
     """Fill the (existing, empty) folder ``out`` with the DEM for the patches of ``netcdf_dir``.
