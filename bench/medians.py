@@ -41,7 +41,8 @@ from cropseg.medians.stage import compute_patch, plan_medians, process_patch, re
 from cropseg.medians.store import DEFAULT_SHARD_BYTES, create_shards  # noqa: E402
 from cropseg.core.params import Medians, SyntheticData  # noqa: E402
 from cropseg.s4a.netcdf import PatchInfo, read_index, write_index  # noqa: E402
-from cropseg.fetch.synthetic import generate_patch, plan_patches, write_patch_netcdf  # noqa: E402
+from cropseg.fetch.synthetic import generate_patch, plan_patches  # noqa: E402
+from cropseg.fetch.synthetic_files import write_patch_netcdf  # noqa: E402
 from medians_oracle import xarray_medians  # noqa: E402
 
 

@@ -22,7 +22,8 @@ from cropseg.split.patch_table import PatchTableError, patch_row
 from cropseg.split.rules import RuleError
 from cropseg.s4a.netcdf import (BANDS, RASTER_ATTRIBUTES, InvalidPatch, PatchInfo, decode_time, raster_attribute,
                          validate_patch)
-from cropseg.fetch.synthetic import generate_patch, plan_patches, root_attributes, write_patch_netcdf
+from cropseg.fetch.synthetic import generate_patch, plan_patches
+from cropseg.fetch.synthetic_files import root_attributes, write_patch_netcdf
 
 from conftest import tiny_data
 

@@ -256,7 +256,7 @@ def test_truth_per_sample_rejects_the_old_table(tmp_path):
 
     from cropseg.split.labels import load_label_set
     from cropseg.selection.selector import TRUTH_COLUMNS, truth_per_sample
-    from cropseg.fetch.synthetic import TRUTH_COLUMNS as WRITTEN
+    from cropseg.fetch.synthetic_files import TRUTH_COLUMNS as WRITTEN
 
     assert TRUTH_COLUMNS == WRITTEN
     old = tmp_path / "truth.csv"

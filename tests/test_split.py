@@ -23,7 +23,8 @@ from cropseg.split.stage import (SplitError, apply_subsets, coco_assign, limit_s
 from cropseg.split.rules import RuleError, Share  # noqa: E402
 from cropseg.split.rules_apply import allocate, apply_rules, strata_of  # noqa: E402
 from cropseg.split.rules_schema import load_rules, parse_rules  # noqa: E402
-from cropseg.fetch.synthetic import plan_patches, write_patch  # noqa: E402
+from cropseg.fetch.synthetic import plan_patches  # noqa: E402
+from cropseg.fetch.synthetic_files import write_patch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 PRESETS = ROOT / "configs" / "split_rules"
