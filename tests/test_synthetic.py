@@ -96,9 +96,9 @@ def _pairs(labels, clean):
     return {(int(a), int(b)): int(n) for (a, b), n in zip(keys.T, counts)}
 
 
-def test_label_noise_and_truth_table_agree_with_the_labels(tmp_path):
+def test_mislabelled_parcels_and_truth_table_agree_with_the_labels(tmp_path):
     out = tmp_path / "netcdf"
-    fetch_s4a(tiny_data(patches=3, patch_size=122, label_noise=0.3), out, workers=1)
+    fetch_s4a(tiny_data(patches=3, patch_size=122, mislabelled=0.3), out, workers=1)
     truth = pd.read_csv(out / "truth" / "truth.csv")
     assert tuple(truth.columns) == ("path", "window_y", "window_x", "label_code", "clean_code", "pixels")
     keys = list(zip(truth.path, truth.window_y, truth.window_x, truth.label_code, truth.clean_code))
@@ -174,9 +174,9 @@ def test_too_many_patches_for_a_tile_is_a_clear_error(patches):
         plan_patches(cfg, [2019], ["31TCG"])
 
 
-def test_window_label_noise_mislabels_whole_windows(tmp_path):
+def test_window_mislabelling_mislabels_whole_windows(tmp_path):
     out = tmp_path / "netcdf"
-    fetch_s4a(tiny_data(patches=3, patch_size=244, label_noise=0.5, label_noise_unit="window"), out, workers=1)
+    fetch_s4a(tiny_data(patches=3, patch_size=244, mislabelled=0.5, mislabelled_unit="window"), out, workers=1)
     truth = pd.read_csv(out / "truth" / "truth.csv")
     truth["noisy"] = truth.pixels.where(truth.label_code != truth.clean_code, 0)
     windows = truth.groupby(["path", "window_y", "window_x"])[["pixels", "noisy"]].sum()
@@ -197,7 +197,7 @@ def _patches(**knobs):
 
 
 def test_redundancy_covers_a_share_of_windows_with_one_clean_wheat_field():
-    knobs = {"patches": 8, "patch_size": 366, "acquisitions": 4, "label_noise": 0.2}
+    knobs = {"patches": 8, "patch_size": 366, "acquisitions": 4, "mislabelled": 0.2}
     base, redundant = _patches(**knobs), _patches(**knobs, redundancy=0.3)
     assert CROPS[0].name == "wheat" and CROPS[0].code == 110  # the dominant class
     assert CROPS[0].share == max(c.share for c in CROPS)
@@ -230,8 +230,8 @@ def test_redundancy_covers_a_share_of_windows_with_one_clean_wheat_field():
     assert not np.array_equal(a, b) and np.corrcoef(a, b)[0, 1] > 0.9
 
 
-def test_window_label_noise_applies_to_redundant_windows_too():
-    knobs = {"patches": 4, "patch_size": 366, "acquisitions": 4, "label_noise": 0.5, "label_noise_unit": "window"}
+def test_window_mislabelling_applies_to_redundant_windows_too():
+    knobs = {"patches": 4, "patch_size": 366, "acquisitions": 4, "mislabelled": 0.5, "mislabelled_unit": "window"}
     mislabelled_fields = 0
     for patch in _patches(**knobs, redundancy=0.5):
         for wy in range(6):
@@ -247,7 +247,7 @@ def test_redundancy_zero_changes_nothing():
     """Default 0; the redundancy code path with no window drawn leaves every array as it was (the
     byte-identity of the default data to the generator before the option was checked once by hand)."""
     assert tiny_data().synthetic.redundancy == 0.0
-    knobs = {"patches": 2, "patch_size": 122, "label_noise": 0.3}
+    knobs = {"patches": 2, "patch_size": 122, "mislabelled": 0.3}
     for before, after in zip(_patches(**knobs), _patches(**knobs, redundancy=1e-12)):
         for name in ("labels", "clean_labels", "parcels"):
             np.testing.assert_array_equal(getattr(after, name), getattr(before, name))

@@ -5,7 +5,7 @@ margins). Every crop parcel gets an S4A crop code drawn with S4A-like imbalance,
 follow that class's seasonal reflectance curve: a soil/vegetation mixture whose vegetation
 fraction rises and falls on class-specific dates, with class-specific spectra, per-parcel timing
 and brightness variation, per-pixel noise and clouds. Classes are therefore separable from their
-monthly curves, while a ``label_noise`` fraction of crop parcels carries a wrong label that no
+monthly curves, while a ``mislabelled`` fraction of crop parcels carries a wrong label that no
 model can learn from the pixels. The clean labels and a per-window truth table are written beside
 the S4A files (:mod:`cropseg.fetch.synthetic_files`) so that selection and accuracy can be measured
 against the truth.
@@ -13,7 +13,7 @@ against the truth.
 ``redundancy`` makes a fraction of the 61x61 windows redundant: each is covered entirely by one
 clean wheat field (the dominant class, as wheat dominates real S4A), so the data holds many
 near-duplicate, easy samples. RHO-Loss claims to skip two kinds of samples that do not help:
-redundant (already learnt) ones and noisy ones; ``label_noise`` gives the second kind, this the
+redundant (already learnt) ones and noisy ones; ``mislabelled`` gives the second kind, this the
 first. With ``redundancy: 0`` (the default) nothing changes: the windows are drawn from their own
 random stream, and the other draws stay as they were.
 """
@@ -207,7 +207,7 @@ def generate_patch(cfg: SyntheticData, plan: PatchPlan) -> SyntheticPatch:
     is_crop = rng.random(n_parcels) >= cfg.background
     codes = np.array([c.code for c in CROPS], dtype=np.uint32)
     clean_code = np.where(is_crop, codes[crop_idx], 0).astype(np.uint32)
-    noisy = is_crop & (rng.random(n_parcels) < cfg.label_noise) & (cfg.label_noise_unit == "parcel")
+    noisy = is_crop & (rng.random(n_parcels) < cfg.mislabelled) & (cfg.mislabelled_unit == "parcel")
     wrong = (crop_idx + rng.integers(1, len(CROPS), n_parcels)) % len(CROPS)
     label_code = np.where(noisy, codes[wrong], clean_code).astype(np.uint32)
 
@@ -250,8 +250,8 @@ def generate_patch(cfg: SyntheticData, plan: PatchPlan) -> SyntheticPatch:
     labels = np.where(keep, label_code[index], 0).astype(np.uint32)
     clean = np.where(keep, clean_code[index], 0).astype(np.uint32)
     parcels = np.where(keep, parcel_ids[index], 0).astype(np.uint32)
-    if cfg.label_noise_unit == "window":
-        labels = _mislabel_windows(labels, cfg.label_noise, np.random.default_rng([cfg.seed, 4, plan.index]))
+    if cfg.mislabelled_unit == "window":
+        labels = _mislabel_windows(labels, cfg.mislabelled, np.random.default_rng([cfg.seed, 4, plan.index]))
     return SyntheticPatch(plan, bands, labels, clean, parcels)
 
 
