@@ -1,6 +1,7 @@
 """The S4A format as published: CF time through cftime, raster attributes on the variable (or
 the group), the synthetic writer's layout, and errors that survive the trip back from a worker."""
 
+import ast
 import importlib
 import inspect
 import pickle
@@ -75,10 +76,10 @@ def test_xarray_and_cftime_agree_on_what_xarray_wrote(tmp_path):
 # --------------------------------------------------------------------------- errors across processes
 
 def _exception_classes() -> list[type[BaseException]]:
-    """Every exception class defined in a cropseg module."""
+    """Every exception class defined in a cropseg module, subpackages included."""
     found = {}
-    for module_info in pkgutil.iter_modules(cropseg.__path__):
-        module = importlib.import_module(f"cropseg.{module_info.name}")
+    for module_info in pkgutil.walk_packages(cropseg.__path__, "cropseg."):
+        module = importlib.import_module(module_info.name)
         for _, obj in inspect.getmembers(module, inspect.isclass):
             if issubclass(obj, BaseException) and obj.__module__.startswith("cropseg."):
                 found[f"{obj.__module__}.{obj.__qualname__}"] = obj
@@ -105,10 +106,29 @@ def test_every_exception_pickles_with_its_message(cls):
         assert (again.source, again.problems) == (error.source, error.problems)
 
 
+#: Every exception class of the package: a new one must be added here (and so to the pickling test).
+EXCEPTIONS = {"ChecksumMismatch", "DatasetError", "DemError", "DownloadError", "EvaluateError", "FetchError",
+              "GridError", "HubError", "InvalidPatch", "LabelSetError", "MediansError", "NoMatchingPatches",
+              "NotFound", "ParamsError", "PatchTableError", "PredictError", "ReportError", "RuleError",
+              "SelectionError", "SplitError", "StoreError"}
+
+
 def test_the_exception_list_is_complete():
-    names = {c.__qualname__ for c in _exception_classes()}
-    assert {"InvalidPatch", "FetchError", "DemError", "MediansError", "SplitError", "RuleError",
-            "LabelSetError", "ChecksumMismatch", "NoMatchingPatches"} <= names
+    # the pickling test runs on _exception_classes(): it must find every exception class the sources
+    # define (read from the files, not from the import walk it checks), and exactly EXCEPTIONS
+    classes = _exception_classes()
+    walked = {f"{c.__module__}.{c.__qualname__}" for c in classes}
+    package = Path(cropseg.__file__).parent
+    defined = set()
+    for path in sorted(package.rglob("*.py")):
+        module_name = ".".join(("cropseg",) + path.relative_to(package).with_suffix("").parts)
+        module = importlib.import_module(module_name.removesuffix(".__init__"))
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef) and isinstance(getattr(module, node.name, None), type) \
+                    and issubclass(getattr(module, node.name), BaseException):
+                defined.add(f"{module.__name__}.{node.name}")
+    assert walked == defined
+    assert {c.__qualname__ for c in classes} == EXCEPTIONS
 
 
 def _broken_files(folder: Path) -> list[Path]:

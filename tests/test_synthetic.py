@@ -243,10 +243,36 @@ def test_window_mislabelling_applies_to_redundant_windows_too():
     assert mislabelled_fields >= 3
 
 
-def test_redundancy_zero_changes_nothing():
-    """Default 0; the redundancy code path with no window drawn leaves every array as it was (the
-    byte-identity of the default data to the generator before the option was checked once by hand)."""
+def _array_digest(patches) -> str:
+    """sha256 over every generated array (name, dtype, shape, bytes) of ``patches``, in order."""
+    digest = hashlib.sha256()
+    for patch in patches:
+        arrays = {"labels": patch.labels, "clean_labels": patch.clean_labels, "parcels": patch.parcels}
+        arrays |= {band: patch.bands[band] for band in sorted(patch.bands)}
+        for name, values in arrays.items():
+            digest.update(f"{name} {values.dtype.str} {values.shape}".encode())
+            digest.update(np.ascontiguousarray(values).tobytes())
+    return digest.hexdigest()
+
+
+#: _array_digest of _patches(patches=2, patch_size=122, label_noise=0.3, label_noise_unit=UNIT) made by
+#: the generator before redundancy existed (commit de1fd6d^, run from `git archive`; the knob was
+#: then called label_noise).
+BEFORE_REDUNDANCY = {"parcel": "cd665e80ef7a23a7908c3fee7bc57deea27599c814435767e419c1cdf402a0d4",
+                     "window": "b643744bfaacb88bec9d02229a7cb5e9c97e36c4d1851d88d07eab5cf45b2750"}
+
+
+@pytest.mark.parametrize("unit", sorted(BEFORE_REDUNDANCY))
+def test_redundancy_zero_changes_nothing(unit):
+    """Default 0, and 0 generates exactly what the generator generated before the option existed."""
     assert tiny_data().synthetic.redundancy == 0.0
+    patches = _patches(patches=2, patch_size=122, mislabelled=0.3, mislabelled_unit=unit, redundancy=0.0)
+    assert _array_digest(patches) == BEFORE_REDUNDANCY[unit]
+
+
+def test_redundant_windows_draw_from_their_own_stream():
+    """The redundancy code path taken with no window drawn (1e-12) leaves every array as with 0: the
+    redundant windows' draws do not shift the others."""
     knobs = {"patches": 2, "patch_size": 122, "mislabelled": 0.3}
     for before, after in zip(_patches(**knobs), _patches(**knobs, redundancy=1e-12)):
         for name in ("labels", "clean_labels", "parcels"):
