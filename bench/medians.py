@@ -42,7 +42,8 @@ from cropseg.medians.stage import plan_medians, process_patch, run_medians  # no
 from cropseg.medians.store_writer import DEFAULT_SHARD_BYTES, create_shards  # noqa: E402
 from cropseg.core.params import Medians, SyntheticData  # noqa: E402
 from cropseg.s4a.netcdf import PatchInfo, read_index, write_index  # noqa: E402
-from cropseg.fetch.synthetic import generate_patch, plan_patches, write_patch_netcdf  # noqa: E402
+from cropseg.fetch.synthetic import generate_patch, plan_patches  # noqa: E402
+from cropseg.fetch.synthetic_files import write_patch_netcdf  # noqa: E402
 from medians_oracle import xarray_medians  # noqa: E402
 
 

@@ -130,7 +130,7 @@ def test_evaluate_end_to_end(tmp_path):
     from cropseg.core.params import Loader, Medians
 
     netcdf = tmp_path / "netcdf"
-    fetch_s4a(tiny_data(patches=2, patch_size=122, label_noise=0.3), netcdf, workers=1)
+    fetch_s4a(tiny_data(patches=2, patch_size=122, mislabelled=0.3), netcdf, workers=1)
     run_medians(netcdf, tmp_path / "medians", Medians(workers=1), progress=False)
     paths = sorted(p.relative_to(netcdf).as_posix() for p in netcdf.rglob("*.nc"))
     (tmp_path / "test.txt").write_text("\n".join(paths) + "\n")

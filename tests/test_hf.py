@@ -22,7 +22,8 @@ from huggingface_hub.utils import close_session, set_client_factory
 from cropseg.fetch import huggingface as hf
 from cropseg.core.params import Data, HuggingFaceData, SyntheticData
 from cropseg.s4a.netcdf import parse_patch_name, validate_patch
-from cropseg.fetch.synthetic import plan_patches, write_patch
+from cropseg.fetch.synthetic import plan_patches
+from cropseg.fetch.synthetic_files import write_patch
 
 from fakehub import FakeHub, FakeHubServer, HubFile
 

@@ -18,7 +18,8 @@ from cropseg.medians.stage import MediansError, run_medians  # noqa: E402
 from cropseg.medians.store_reader import open_patch, read_meta  # noqa: E402
 from cropseg.core.params import Medians, ParamsError, SyntheticData, parse_params  # noqa: E402
 from cropseg.s4a.netcdf import PatchName, PatchInfo, write_index  # noqa: E402
-from cropseg.fetch.synthetic import PatchPlan, generate_patch, write_patch_netcdf  # noqa: E402
+from cropseg.fetch.synthetic import PatchPlan, generate_patch  # noqa: E402
+from cropseg.fetch.synthetic_files import write_patch_netcdf  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 from medians_oracle import xarray_medians  # noqa: E402

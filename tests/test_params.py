@@ -24,7 +24,7 @@ def test_every_bad_field_is_listed_with_its_path():
             "sourc": "synthetic",  # unknown key
             "limit": 0,  # out of range
             "tiles": ["XX"],  # not an MGRS tile
-            "synthetic": {"patch_size": 100, "patches": "eight", "label_noise": 1.5},
+            "synthetic": {"patch_size": 100, "patches": "eight", "mislabelled": 1.5},
         },
         "dem": {"source": "srtm"},  # not an allowed choice
         "trian": {},  # unknown section
@@ -34,10 +34,23 @@ def test_every_bad_field_is_listed_with_its_path():
     message = str(caught.value)
     assert "8 invalid field(s)" in message
     for path in ("data.sourc: unknown key", "data.limit:", "data.tiles:", "data.synthetic.patch_size:",
-                 "data.synthetic.patches:", "data.synthetic.label_noise:", "dem.source:", "trian: unknown key"):
+                 "data.synthetic.patches:", "data.synthetic.mislabelled:", "dem.source:", "trian: unknown key"):
         assert path in message, path
     assert "multiple of 61" in message
     assert "'srtm'" in message
+
+
+@pytest.mark.parametrize("old, new", [("label_noise", "mislabelled"), ("label_noise_unit", "mislabelled_unit")])
+def test_the_generator_noise_keys_were_renamed(tmp_path, old, new):
+    # data.synthetic.label_noise read like protocol.label_noise, another knob: the old key names the new one
+    text = (REPO / "params.yaml").read_text()
+    assert f"\n    {new}:" in text
+    path = tmp_path / "params.yaml"
+    path.write_text(text.replace(f"\n    {new}:", f"\n    {old}:"))
+    with pytest.raises(ParamsError) as caught:
+        load_params(path)
+    assert f"data.synthetic.{old} was renamed to data.synthetic.{new}" in str(caught.value)
+    assert "1 invalid field(s)" in str(caught.value)
 
 
 def test_wrong_types_are_not_coerced():

@@ -21,7 +21,7 @@ from cropseg.nn.dataset import SubPatchDataset
 from cropseg.nn.scoring import predict, sequential_loader
 from cropseg.medians.subpatches import PatchCanvas
 from cropseg.fetch.stage import fetch_s4a
-from cropseg.s4a.georef import GeorefError, read_patch_grid
+from cropseg.s4a.grid import GridError, read_patch_grid
 from cropseg.split.labels import load_label_set
 from cropseg.medians.stage import run_medians
 from cropseg.nn.models import build_model
@@ -191,13 +191,13 @@ def test_grid_read_from_the_variable_the_group_or_the_coordinates(world, tmp_pat
     shutil.copy(source, broken)
     with netCDF4.Dataset(broken, "a") as ds:
         _pop_attributes(ds["labels"])
-    with pytest.raises(GeorefError, match=rf"{broken.name}: labels: attribute 'crs' missing"):
+    with pytest.raises(GridError, match=rf"{broken.name}: labels: attribute 'crs' missing"):
         read_patch_grid(broken)
 
 
 def test_a_patch_without_medians_is_a_clear_error(world, tmp_path):
     root, paths, _ = world
-    with pytest.raises(GeorefError, match="2019_31TCG_patch_01_01.nc: cannot open as netCDF"):
+    with pytest.raises(GridError, match="2019_31TCG_patch_01_01.nc: cannot open as netCDF"):
         _run(root, [paths[0], "2019/31TCG/2019_31TCG_patch_01_01.nc"], tmp_path / "x")
     with pytest.raises(ValueError, match="does not match 'YYYY_TILE_patch_XX_YY.nc'"):
         _run(root, [paths[0], "2019/31TCG/field.nc"], tmp_path / "x")

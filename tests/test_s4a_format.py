@@ -1,6 +1,7 @@
 """The S4A format as published: CF time through cftime, raster attributes on the variable (or
 the group), the synthetic writer's layout, and errors that survive the trip back from a worker."""
 
+import ast
 import importlib
 import inspect
 import pickle
@@ -22,7 +23,8 @@ from cropseg.split.patch_table import PatchTableError, patch_row
 from cropseg.split.rules import RuleError
 from cropseg.s4a.netcdf import (BANDS, RASTER_ATTRIBUTES, InvalidPatch, PatchInfo, decode_time, raster_attribute,
                          validate_patch)
-from cropseg.fetch.synthetic import generate_patch, plan_patches, root_attributes, write_patch_netcdf
+from cropseg.fetch.synthetic import generate_patch, plan_patches
+from cropseg.fetch.synthetic_files import root_attributes, write_patch_netcdf
 
 from conftest import tiny_data
 
@@ -74,10 +76,10 @@ def test_xarray_and_cftime_agree_on_what_xarray_wrote(tmp_path):
 # --------------------------------------------------------------------------- errors across processes
 
 def _exception_classes() -> list[type[BaseException]]:
-    """Every exception class defined in a cropseg module."""
+    """Every exception class defined in a cropseg module, subpackages included."""
     found = {}
-    for module_info in pkgutil.iter_modules(cropseg.__path__):
-        module = importlib.import_module(f"cropseg.{module_info.name}")
+    for module_info in pkgutil.walk_packages(cropseg.__path__, "cropseg."):
+        module = importlib.import_module(module_info.name)
         for _, obj in inspect.getmembers(module, inspect.isclass):
             if issubclass(obj, BaseException) and obj.__module__.startswith("cropseg."):
                 found[f"{obj.__module__}.{obj.__qualname__}"] = obj
@@ -104,10 +106,29 @@ def test_every_exception_pickles_with_its_message(cls):
         assert (again.source, again.problems) == (error.source, error.problems)
 
 
+#: Every exception class of the package: a new one must be added here (and so to the pickling test).
+EXCEPTIONS = {"ChecksumMismatch", "DatasetError", "DemError", "DownloadError", "EvaluateError", "FetchError",
+              "GridError", "HubError", "InvalidPatch", "LabelSetError", "MediansError", "NoMatchingPatches",
+              "NotFound", "ParamsError", "PatchTableError", "PredictError", "ReportError", "RuleError",
+              "SelectionError", "SplitError", "StoreError"}
+
+
 def test_the_exception_list_is_complete():
-    names = {c.__qualname__ for c in _exception_classes()}
-    assert {"InvalidPatch", "FetchError", "DemError", "MediansError", "SplitError", "RuleError",
-            "LabelSetError", "ChecksumMismatch", "NoMatchingPatches"} <= names
+    # the pickling test runs on _exception_classes(): it must find every exception class the sources
+    # define (read from the files, not from the import walk it checks), and exactly EXCEPTIONS
+    classes = _exception_classes()
+    walked = {f"{c.__module__}.{c.__qualname__}" for c in classes}
+    package = Path(cropseg.__file__).parent
+    defined = set()
+    for path in sorted(package.rglob("*.py")):
+        module_name = ".".join(("cropseg",) + path.relative_to(package).with_suffix("").parts)
+        module = importlib.import_module(module_name.removesuffix(".__init__"))
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef) and isinstance(getattr(module, node.name, None), type) \
+                    and issubclass(getattr(module, node.name), BaseException):
+                defined.add(f"{module.__name__}.{node.name}")
+    assert walked == defined
+    assert {c.__qualname__ for c in classes} == EXCEPTIONS
 
 
 def _broken_files(folder: Path) -> list[Path]:
@@ -249,7 +270,7 @@ def test_fixture_files_copied_anywhere_still_validate(tmp_path):
 
 
 def test_a_crs_without_epsg_code_is_refused_by_both_footprint_readers(tmp_path):
-    # fetch_dem and the split's patch table place patches through one reader (cropseg.s4a.label_grid)
+    # fetch_dem and the split's patch table place patches through one reader (cropseg.s4a.grid.read_label_grid)
     path = tmp_path / PLAN.name.filename
     write_patch_netcdf(generate_patch(CFG, PLAN), path)
     custom = "+proj=tmerc +lat_0=0 +lon_0=1.5 +k=0.9996 +x_0=500000 +y_0=0 +ellps=intl +units=m"
@@ -259,10 +280,9 @@ def test_a_crs_without_epsg_code_is_refused_by_both_footprint_readers(tmp_path):
 
 
 def test_the_two_grid_readers_agree_on_published_patches(tmp_path):
-    # predict (cropseg.s4a.georef: transform first) and footprints/patch table (cropseg.s4a.label_grid: x/y
+    # predict (read_patch_grid: transform first) and footprints/patch table (read_label_grid: x/y
     # pixel centres) read the grid by two routes; on a published patch they must place it alike
-    from cropseg.s4a.georef import read_patch_grid
-    from cropseg.s4a.label_grid import read_label_grid
+    from cropseg.s4a.grid import read_label_grid, read_patch_grid
 
     synthetic = tmp_path / PLAN.name.filename
     write_patch_netcdf(generate_patch(CFG, PLAN), synthetic)

@@ -229,7 +229,7 @@ def test_truth_per_sample_counts_in_model_class_space(tmp_path, label_set_name):
     else:
         label_set = load_label_set(label_set_name, REPO / "configs" / "labels")
     netcdf = tmp_path / "netcdf"
-    fetch_s4a(tiny_data(patches=4, patch_size=122, acquisitions=3, label_noise=0.4, seed=5), netcdf, workers=1)
+    fetch_s4a(tiny_data(patches=4, patch_size=122, acquisitions=3, mislabelled=0.4, seed=5), netcdf, workers=1)
     # the dataset's patch order is its split list's, not the table's; a patch of the data is left out
     records = [{"path": info.path} for info in read_index(netcdf / "index.csv")][::-1][:3]
     dataset = SimpleNamespace(records=records, per_patch=4, sub_x=2, window=61, label_set=label_set)
@@ -256,7 +256,7 @@ def test_truth_per_sample_rejects_the_old_table(tmp_path):
 
     from cropseg.split.labels import load_label_set
     from cropseg.selection.selector import TRUTH_COLUMNS, truth_per_sample
-    from cropseg.fetch.synthetic import TRUTH_COLUMNS as WRITTEN
+    from cropseg.fetch.synthetic_files import TRUTH_COLUMNS as WRITTEN
 
     assert TRUTH_COLUMNS == WRITTEN
     old = tmp_path / "truth.csv"

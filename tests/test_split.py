@@ -17,13 +17,14 @@ import pytest  # noqa: E402
 import yaml  # noqa: E402
 
 from cropseg.core.params import ParamsError, Split, SyntheticData, parse_params  # noqa: E402
-from cropseg.split.patch_table import names_table  # noqa: E402
-from cropseg.s4a.netcdf import validate_patch, write_index  # noqa: E402
+from cropseg.s4a.netcdf import parse_patch_name, validate_patch, write_index  # noqa: E402
 from cropseg.split.stage import (SplitError, apply_subsets, coco_assign, limit_sample, read_coco,  # noqa: E402
                            run_split)
-from cropseg.split.rules import (RuleError, Share, allocate, apply_rules, load_rules, parse_rules,  # noqa: E402
-                                 strata_of)
-from cropseg.fetch.synthetic import plan_patches, write_patch  # noqa: E402
+from cropseg.split.rules import RuleError, Share  # noqa: E402
+from cropseg.split.rules_apply import allocate, apply_rules, strata_of  # noqa: E402
+from cropseg.split.rules_schema import load_rules, parse_rules  # noqa: E402
+from cropseg.fetch.synthetic import plan_patches  # noqa: E402
+from cropseg.fetch.synthetic_files import write_patch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 PRESETS = ROOT / "configs" / "split_rules"
@@ -31,6 +32,17 @@ PRESETS = ROOT / "configs" / "split_rules"
 
 def name(year: int, tile: str, x: int, y: int) -> str:
     return f"{year}/{tile}/{year}_{tile}_patch_{x:02d}_{y:02d}.nc"
+
+
+def names_table(paths: list[str]) -> pd.DataFrame:
+    """The name columns of the per-patch table (``path``, ``year``, ``tile``, ``patch_x``,
+    ``patch_y``) from paths alone: enough for rules without stratification, no files needed."""
+    rows = []
+    for path in paths:
+        parsed = parse_patch_name(path)
+        rows.append({"path": path, "year": parsed.year, "tile": parsed.tile, "patch_x": parsed.x,
+                     "patch_y": parsed.y})
+    return pd.DataFrame(rows, columns=["path", "year", "tile", "patch_x", "patch_y"])
 
 
 #: 12 hand-built patches: 2 years x 2 tiles x 3 positions.

@@ -96,9 +96,9 @@ def _pairs(labels, clean):
     return {(int(a), int(b)): int(n) for (a, b), n in zip(keys.T, counts)}
 
 
-def test_label_noise_and_truth_table_agree_with_the_labels(tmp_path):
+def test_mislabelled_parcels_and_truth_table_agree_with_the_labels(tmp_path):
     out = tmp_path / "netcdf"
-    fetch_s4a(tiny_data(patches=3, patch_size=122, label_noise=0.3), out, workers=1)
+    fetch_s4a(tiny_data(patches=3, patch_size=122, mislabelled=0.3), out, workers=1)
     truth = pd.read_csv(out / "truth" / "truth.csv")
     assert tuple(truth.columns) == ("path", "window_y", "window_x", "label_code", "clean_code", "pixels")
     keys = list(zip(truth.path, truth.window_y, truth.window_x, truth.label_code, truth.clean_code))
@@ -174,9 +174,9 @@ def test_too_many_patches_for_a_tile_is_a_clear_error(patches):
         plan_patches(cfg, [2019], ["31TCG"])
 
 
-def test_window_label_noise_mislabels_whole_windows(tmp_path):
+def test_window_mislabelling_mislabels_whole_windows(tmp_path):
     out = tmp_path / "netcdf"
-    fetch_s4a(tiny_data(patches=3, patch_size=244, label_noise=0.5, label_noise_unit="window"), out, workers=1)
+    fetch_s4a(tiny_data(patches=3, patch_size=244, mislabelled=0.5, mislabelled_unit="window"), out, workers=1)
     truth = pd.read_csv(out / "truth" / "truth.csv")
     truth["noisy"] = truth.pixels.where(truth.label_code != truth.clean_code, 0)
     windows = truth.groupby(["path", "window_y", "window_x"])[["pixels", "noisy"]].sum()
@@ -197,7 +197,7 @@ def _patches(**knobs):
 
 
 def test_redundancy_covers_a_share_of_windows_with_one_clean_wheat_field():
-    knobs = {"patches": 8, "patch_size": 366, "acquisitions": 4, "label_noise": 0.2}
+    knobs = {"patches": 8, "patch_size": 366, "acquisitions": 4, "mislabelled": 0.2}
     base, redundant = _patches(**knobs), _patches(**knobs, redundancy=0.3)
     assert CROPS[0].name == "wheat" and CROPS[0].code == 110  # the dominant class
     assert CROPS[0].share == max(c.share for c in CROPS)
@@ -230,8 +230,8 @@ def test_redundancy_covers_a_share_of_windows_with_one_clean_wheat_field():
     assert not np.array_equal(a, b) and np.corrcoef(a, b)[0, 1] > 0.9
 
 
-def test_window_label_noise_applies_to_redundant_windows_too():
-    knobs = {"patches": 4, "patch_size": 366, "acquisitions": 4, "label_noise": 0.5, "label_noise_unit": "window"}
+def test_window_mislabelling_applies_to_redundant_windows_too():
+    knobs = {"patches": 4, "patch_size": 366, "acquisitions": 4, "mislabelled": 0.5, "mislabelled_unit": "window"}
     mislabelled_fields = 0
     for patch in _patches(**knobs, redundancy=0.5):
         for wy in range(6):
@@ -243,11 +243,37 @@ def test_window_label_noise_applies_to_redundant_windows_too():
     assert mislabelled_fields >= 3
 
 
-def test_redundancy_zero_changes_nothing():
-    """Default 0; the redundancy code path with no window drawn leaves every array as it was (the
-    byte-identity of the default data to the generator before the option was checked once by hand)."""
+def _array_digest(patches) -> str:
+    """sha256 over every generated array (name, dtype, shape, bytes) of ``patches``, in order."""
+    digest = hashlib.sha256()
+    for patch in patches:
+        arrays = {"labels": patch.labels, "clean_labels": patch.clean_labels, "parcels": patch.parcels}
+        arrays |= {band: patch.bands[band] for band in sorted(patch.bands)}
+        for name, values in arrays.items():
+            digest.update(f"{name} {values.dtype.str} {values.shape}".encode())
+            digest.update(np.ascontiguousarray(values).tobytes())
+    return digest.hexdigest()
+
+
+#: _array_digest of _patches(patches=2, patch_size=122, label_noise=0.3, label_noise_unit=UNIT) made by
+#: the generator before redundancy existed (commit de1fd6d^, run from `git archive`; the knob was
+#: then called label_noise).
+BEFORE_REDUNDANCY = {"parcel": "cd665e80ef7a23a7908c3fee7bc57deea27599c814435767e419c1cdf402a0d4",
+                     "window": "b643744bfaacb88bec9d02229a7cb5e9c97e36c4d1851d88d07eab5cf45b2750"}
+
+
+@pytest.mark.parametrize("unit", sorted(BEFORE_REDUNDANCY))
+def test_redundancy_zero_changes_nothing(unit):
+    """Default 0, and 0 generates exactly what the generator generated before the option existed."""
     assert tiny_data().synthetic.redundancy == 0.0
-    knobs = {"patches": 2, "patch_size": 122, "label_noise": 0.3}
+    patches = _patches(patches=2, patch_size=122, mislabelled=0.3, mislabelled_unit=unit, redundancy=0.0)
+    assert _array_digest(patches) == BEFORE_REDUNDANCY[unit]
+
+
+def test_redundant_windows_draw_from_their_own_stream():
+    """The redundancy code path taken with no window drawn (1e-12) leaves every array as with 0: the
+    redundant windows' draws do not shift the others."""
+    knobs = {"patches": 2, "patch_size": 122, "mislabelled": 0.3}
     for before, after in zip(_patches(**knobs), _patches(**knobs, redundancy=1e-12)):
         for name in ("labels", "clean_labels", "parcels"):
             np.testing.assert_array_equal(getattr(after, name), getattr(before, name))

@@ -13,7 +13,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from cropseg.tracking.lineage import dvc_md5, missing_file_hint, remote_object_url
+from cropseg.core.workspace import missing_file_hint
+from cropseg.tracking.lineage import dvc_md5, remote_object_url
 from cropseg.tracking.wandb_run import read_offline_run
 
 REPO = Path(__file__).resolve().parents[1]

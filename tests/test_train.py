@@ -36,7 +36,7 @@ UNIFORM = {"method": "uniform", "block_size": 1}
 def workspace(tmp_path_factory) -> Path:
     """data/medians and data/split of 6 tiny synthetic patches (122 px: 2 x 2 sub-patches each)."""
     root = tmp_path_factory.mktemp("train")
-    fetch_s4a(tiny_data(patches=6, patch_size=122, acquisitions=14, label_noise=0.2), root / "netcdf", workers=1)
+    fetch_s4a(tiny_data(patches=6, patch_size=122, acquisitions=14, mislabelled=0.2), root / "netcdf", workers=1)
     run_medians(root / "netcdf", root / "medians", Medians(workers=1), progress=False)
     patches = sorted(p.relative_to(root / "netcdf").as_posix() for p in (root / "netcdf").rglob("*.nc"))
     split = root / "split"
@@ -83,7 +83,7 @@ def test_training_is_deterministic_and_logs_counters(workspace, tmp_path):
     steps = (tmp_path / "a" / "metrics" / "steps.csv").read_text().splitlines()
     assert steps[0].startswith("step,epoch,samples_seen,samples_considered,pixels_seen,loss")
     assert len(steps) == 1 + a.counters.step
-    # the synthetic truth (label_noise 0.2) is matched to the samples: the step rows carry noise shares
+    # the synthetic truth (mislabelled 0.2) is matched to the samples: the step rows carry noise shares
     assert "noisy_share_block" in steps[0]
     # ... and the values: uniform trains on whole blocks, so selected == block at every step, and the
     # run's share (metrics.json, the whole run's pixels) is that of the training patches' truth in model-class

@@ -125,10 +125,10 @@ def regime_key(params: dict[str, Any]) -> str:
 def regime_label(params: dict[str, Any]) -> str:
     """A short human name: noise, redundancy, budget."""
     noise = params.get("protocol.label_noise", 0)
-    generator = params.get("data.synthetic.label_noise", 0)
+    generator = params.get("data.synthetic.mislabelled", 0)
     parts = [f"per-sample noise {noise:.0%}" if noise else "no protocol noise"]
     if generator:
-        parts.append(f"generator noise {generator:.0%} ({params.get('data.synthetic.label_noise_unit')})")
+        parts.append(f"generator noise {generator:.0%} ({params.get('data.synthetic.mislabelled_unit')})")
     if params.get("data.synthetic.redundancy"):
         parts.append(f"redundancy {params['data.synthetic.redundancy']:.0%}")
     parts.append(f"budget {params.get('protocol.samples_seen')} samples seen")

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .validation import dotted, error_items
+from .validation import dotted, error_items, located
 
 TILE_PATTERN = re.compile(r"^\d{2}[C-X][A-Z]{2}$")
 
@@ -40,13 +40,27 @@ class SyntheticData(Section):
     parcels: int = Field(60, ge=1, le=5000, description="parcels per 366x366 patch (scaled by area)")
     background: float = Field(0.25, ge=0.0, lt=1.0, description="fraction of parcels that are background (code 0)")
     clouds: float = Field(0.15, ge=0.0, le=1.0, description="fraction of acquisitions with a cloud")
-    label_noise: float = Field(0.0, ge=0.0, le=1.0, description="fraction of crop parcels (or windows) labelled wrong")
-    label_noise_unit: Literal["parcel", "window"] = Field(
+    mislabelled: float = Field(0.0, ge=0.0, le=1.0, description="fraction of crop parcels (or windows) labelled wrong")
+    mislabelled_unit: Literal["parcel", "window"] = Field(
         "parcel", description="parcel: whole parcels mislabelled; window: every crop pixel of whole 61x61 windows")
     class_mix: Literal["s4a", "balanced"] = "s4a"
     redundancy: float = Field(
         0.0, ge=0.0, lt=1.0, description="fraction of 61x61 windows covered entirely by one clean field of the "
         "dominant class (wheat): near-duplicate, easy samples; 0 leaves the data unchanged")
+
+    #: Old key -> new key. ``label_noise`` was renamed because ``protocol.label_noise`` is another knob
+    #: (per-sample noise of the comparison protocol, on the model's classes); an old key must not
+    #: read as a mere typo.
+    RENAMED: ClassVar[dict[str, str]] = {"label_noise": "mislabelled", "label_noise_unit": "mislabelled_unit"}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_keys(cls, value: Any) -> Any:
+        old = [key for key in cls.RENAMED if isinstance(value, dict) and key in value]
+        if old:
+            raise located("; ".join(f"data.synthetic.{key} was renamed to data.synthetic.{cls.RENAMED[key]}"
+                                    for key in old))
+        return value
 
     @field_validator("patch_size")
     @classmethod

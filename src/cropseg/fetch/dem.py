@@ -43,7 +43,7 @@ from tqdm import tqdm
 
 from ..core.download import DownloadError, NotFound, download_resumable
 from ..core.files import link_or_copy
-from ..s4a.label_grid import LabelGridError, read_label_grid
+from ..s4a.grid import GridError, read_label_grid
 from ..core.params import CopernicusDem, Dem
 from ..s4a.netcdf import INDEX_FILE, read_index
 from .terrain import Footprint, write_terrain
@@ -93,14 +93,14 @@ def patch_footprint(path: str | Path) -> Footprint:
 
     ``x``/``y`` are pixel centres in the UTM CRS of the ``crs`` attribute of the ``labels``
     variable (as published; else of its group); the footprint extends half a pixel beyond the
-    outer centres. Read by :func:`cropseg.s4a.label_grid.read_label_grid`, as the split's patch table.
+    outer centres. Read by :func:`cropseg.s4a.grid.read_label_grid`, as the split's patch table.
 
     Raises:
         DemError: the patch cannot be placed (the message names the file and what is missing).
     """
     try:
         return read_label_grid(path).lonlat()
-    except LabelGridError as error:
+    except GridError as error:
         raise DemError(str(error)) from None
 
 
@@ -258,11 +258,6 @@ def write_manifest(records: Iterable[TileRecord], path: str | Path) -> None:
         writer.writerow(MANIFEST_COLUMNS)
         for record in sorted(records, key=lambda r: r.name):
             writer.writerow([record.name, record.status, record.path])
-
-
-def read_manifest(path: str | Path) -> list[TileRecord]:
-    with open(path, newline="") as handle:
-        return [TileRecord(r["name"], r["status"], r["path"]) for r in csv.DictReader(handle)]
 
 
 def fetch_dem(netcdf_dir: str | Path, out: str | Path, dem: Dem, progress: bool = True,

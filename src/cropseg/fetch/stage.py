@@ -25,7 +25,8 @@ from ..core.files import link_or_copy
 from ..core.params import Data
 from ..s4a.netcdf import (INDEX_FILE, InvalidPatch, PatchInfo, find_patches, parse_patch_name, validate_patch,
                   write_index)
-from .synthetic import TRUTH_DIR, plan_patches, write_patch, write_truth
+from .synthetic import plan_patches
+from .synthetic_files import TRUTH_DIR, write_patch, write_truth
 
 INVALID_FILE = "invalid.csv"
 
@@ -119,7 +120,7 @@ def validate_tree(root: Path, on_invalid: str, workers: int, origins: dict[Path,
     Bad files are named by ``origins[path]`` (their source) where given, else by their path
     under ``out`` (the final output folder), else under ``root``. The returned errors carry
     those names; the files themselves are deleted from ``root`` in ``skip`` mode. The synthetic
-    truth folder (:data:`cropseg.fetch.synthetic.TRUTH_DIR`) is not validated.
+    truth folder (:data:`cropseg.fetch.synthetic_files.TRUTH_DIR`) is not validated.
 
     Args:
         root: the folder being filled (the temporary folder of :func:`cropseg.core.atomic.atomic_dir`).

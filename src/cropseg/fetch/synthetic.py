@@ -5,35 +5,32 @@ margins). Every crop parcel gets an S4A crop code drawn with S4A-like imbalance,
 follow that class's seasonal reflectance curve: a soil/vegetation mixture whose vegetation
 fraction rises and falls on class-specific dates, with class-specific spectra, per-parcel timing
 and brightness variation, per-pixel noise and clouds. Classes are therefore separable from their
-monthly curves, while a ``label_noise`` fraction of crop parcels carries a wrong label that no
+monthly curves, while a ``mislabelled`` fraction of crop parcels carries a wrong label that no
 model can learn from the pixels. The clean labels and a per-window truth table are written beside
-the S4A files so that selection and accuracy can be measured against the truth.
+the S4A files (:mod:`cropseg.fetch.synthetic_files`) so that selection and accuracy can be measured
+against the truth.
 
 ``redundancy`` makes a fraction of the 61x61 windows redundant: each is covered entirely by one
 clean wheat field (the dominant class, as wheat dominates real S4A), so the data holds many
 near-duplicate, easy samples. RHO-Loss claims to skip two kinds of samples that do not help:
-redundant (already learnt) ones and noisy ones; ``label_noise`` gives the second kind, this the
+redundant (already learnt) ones and noisy ones; ``mislabelled`` gives the second kind, this the
 first. With ``redundancy: 0`` (the default) nothing changes: the windows are drawn from their own
 random stream, and the other draws stay as they were.
 """
 
 from __future__ import annotations
 
-import csv
 import zlib
 from dataclasses import dataclass
-from pathlib import Path
 
-import netCDF4
 import numpy as np
 from scipy.spatial import cKDTree
 
-from ..s4a.geo import TILE_PIXELS, country_of, tile_grid
 from ..core.params import SyntheticData
+from ..s4a.geo import TILE_PIXELS
 from ..s4a.netcdf import BANDS, PatchName
 
-TRUTH_DIR = "truth"
-TRUTH_COLUMNS = ("path", "window_y", "window_x", "label_code", "clean_code", "pixels")
+#: Side of the windows the truth table counts and that redundancy and window noise act on.
 TRUTH_WINDOW = 61
 #: Side of a real S4A patch in 10 m pixels; patch names index a 30 x 30 grid of these.
 S4A_PATCH_SIZE = 366
@@ -210,7 +207,7 @@ def generate_patch(cfg: SyntheticData, plan: PatchPlan) -> SyntheticPatch:
     is_crop = rng.random(n_parcels) >= cfg.background
     codes = np.array([c.code for c in CROPS], dtype=np.uint32)
     clean_code = np.where(is_crop, codes[crop_idx], 0).astype(np.uint32)
-    noisy = is_crop & (rng.random(n_parcels) < cfg.label_noise) & (cfg.label_noise_unit == "parcel")
+    noisy = is_crop & (rng.random(n_parcels) < cfg.mislabelled) & (cfg.mislabelled_unit == "parcel")
     wrong = (crop_idx + rng.integers(1, len(CROPS), n_parcels)) % len(CROPS)
     label_code = np.where(noisy, codes[wrong], clean_code).astype(np.uint32)
 
@@ -253,8 +250,8 @@ def generate_patch(cfg: SyntheticData, plan: PatchPlan) -> SyntheticPatch:
     labels = np.where(keep, label_code[index], 0).astype(np.uint32)
     clean = np.where(keep, clean_code[index], 0).astype(np.uint32)
     parcels = np.where(keep, parcel_ids[index], 0).astype(np.uint32)
-    if cfg.label_noise_unit == "window":
-        labels = _mislabel_windows(labels, cfg.label_noise, np.random.default_rng([cfg.seed, 4, plan.index]))
+    if cfg.mislabelled_unit == "window":
+        labels = _mislabel_windows(labels, cfg.mislabelled, np.random.default_rng([cfg.seed, 4, plan.index]))
     return SyntheticPatch(plan, bands, labels, clean, parcels)
 
 
@@ -301,137 +298,3 @@ def _mislabel_windows(labels: np.ndarray, fraction: float, rng: np.random.Genera
             crop = window > 0
             window[crop] = codes[(position[window[crop]] + rng.integers(1, len(codes))) % len(codes)]
     return labels
-
-
-def _axis(start: float, step: float, count: int) -> np.ndarray:
-    return start + step * (np.arange(count) + 0.5)
-
-
-def root_attributes(name: PatchName) -> dict[str, str]:
-    """The root attributes of a published S4A file (see :mod:`cropseg.s4a.netcdf`), for a synthetic patch.
-
-    ``creation_date`` is derived from the patch year (never the clock), so that the same
-    parameters write the same bytes; ``title`` etc. say where the file came from.
-    """
-    return {
-        "title": "S4A Patch Dataset (cropseg synthetic)",
-        "authors": "cropseg synthetic S4A generator",
-        "patch_full_name": name.stem,
-        "patch_year": str(name.year),  # a string, as on the dataset card
-        "patch_name": f"patch_{name.x:02d}_{name.y:02d}",
-        "patch_country_code": country_of(name.tile),
-        "patch_tile": name.tile,
-        "creation_date": f"01 Jan {name.year + 1}",
-        "references": "Synthetic data in the layout of Sykas et al. (2022), doi:10.1109/JSTARS.2022.3164771.",
-        "institution": "cropseg",
-        "version": "synthetic-1",
-    }
-
-
-def raster_attributes(crs: str, res: float, x0: float, y0: float) -> dict[str, object]:
-    """What ``xarray.open_rasterio`` attaches to a raster and ``to_netcdf`` writes on the variable."""
-    return {
-        "transform": np.array([res, 0, x0, 0, -res, y0], "f8"),
-        "crs": crs,
-        "res": np.array([res, res], "f8"),
-        "is_tiled": np.int64(0),
-        "nodatavals": np.array([np.nan]),
-        "scales": np.array([1.0]),
-        "offsets": np.array([0.0]),
-        "AREA_OR_POINT": "Area",
-        "coordinates": "band",
-    }
-
-
-def _band_scalar(group: netCDF4.Group) -> None:
-    """The scalar ``band`` coordinate left by selecting one band of a rasterio DataArray."""
-    group.createVariable("band", "i8", ())[...] = 1
-
-
-def write_patch_netcdf(patch: SyntheticPatch, path: Path) -> None:
-    """Write one patch in the published S4A layout (see :mod:`cropseg.s4a.netcdf`): root attributes,
-    one group per band, ``labels`` and ``parcels``, raster attributes on each variable.
-
-    ``time`` is encoded as xarray encodes day-aligned dates: int64 ``days since <first date>``,
-    calendar ``proleptic_gregorian``.
-    """
-    name = patch.plan.name
-    grid = tile_grid(name.tile)
-    size = patch.labels.shape[0]
-    # a patch smaller than 366 px sits in the corner of the 366 px cell its name points at
-    x0 = grid.x0 + name.x * S4A_PATCH_SIZE * 10
-    y0 = grid.y0 - name.y * S4A_PATCH_SIZE * 10
-    first = patch.plan.dates[0].astype("datetime64[D]")
-    days = (patch.plan.dates.astype("datetime64[D]") - first).astype("int64")
-    with netCDF4.Dataset(path, "w", format="NETCDF4") as ds:
-        ds.setncatts(root_attributes(name))
-        for band, values in patch.bands.items():
-            res = BANDS[band]
-            group = ds.createGroup(band)
-            side = values.shape[1]
-            group.createDimension("time", values.shape[0])
-            group.createDimension("y", side)
-            group.createDimension("x", side)
-            time = group.createVariable("time", "i8", ("time",))
-            time.units, time.calendar = f"days since {first} 00:00:00", "proleptic_gregorian"
-            time[:] = days
-            group.createVariable("y", "f8", ("y",))[:] = _axis(y0, -res, side)
-            group.createVariable("x", "f8", ("x",))[:] = _axis(x0, res, side)
-            _band_scalar(group)
-            variable = group.createVariable(band, values.dtype, ("time", "y", "x"), zlib=True, complevel=1,
-                                            shuffle=True, chunksizes=(1, side, side))
-            variable.setncatts(raster_attributes(grid.crs_attr, res, x0, y0))
-            variable[:] = values
-        for group_name, values in (("labels", patch.labels), ("parcels", patch.parcels)):
-            group = ds.createGroup(group_name)
-            group.createDimension("y", size)
-            group.createDimension("x", size)
-            group.createVariable("y", "f8", ("y",))[:] = _axis(y0, -10, size)
-            group.createVariable("x", "f8", ("x",))[:] = _axis(x0, 10, size)
-            _band_scalar(group)
-            variable = group.createVariable(group_name, "u4", ("y", "x"), zlib=True, complevel=1, shuffle=True)
-            variable.setncatts(raster_attributes(grid.crs_attr, 10, x0, y0))
-            variable[:] = values
-
-
-def truth_rows(patch: SyntheticPatch) -> list[tuple]:
-    """Per 61x61 window: labelled pixels (label > 0) per (label code, clean code) pair.
-
-    Counted in S4A-code space, so that a label set can map both codes to its model classes
-    (:func:`cropseg.selection.selector.truth_per_sample`): a code it maps to background is not a labelled
-    pixel for the model, and two codes it merges are not noise.
-    """
-    rows = []
-    size = patch.labels.shape[0]
-    for wy in range(size // TRUTH_WINDOW):
-        for wx in range(size // TRUTH_WINDOW):
-            window = np.s_[wy * TRUTH_WINDOW:(wy + 1) * TRUTH_WINDOW, wx * TRUTH_WINDOW:(wx + 1) * TRUTH_WINDOW]
-            labels, clean = patch.labels[window].ravel(), patch.clean_labels[window].ravel()
-            labelled = labels > 0
-            pairs, counts = np.unique(np.stack([labels[labelled], clean[labelled]], axis=1), axis=0,
-                                      return_counts=True)
-            rows += [(patch.plan.name.relpath, wy, wx, int(label), int(true), int(count))
-                     for (label, true), count in zip(pairs, counts)]
-    return rows
-
-
-def write_patch(cfg: SyntheticData, plan: PatchPlan, root: Path) -> list[tuple]:
-    """Generate and write one patch and its clean labels; return its truth rows."""
-    patch = generate_patch(cfg, plan)
-    target = root / plan.name.relpath
-    target.parent.mkdir(parents=True, exist_ok=True)
-    write_patch_netcdf(patch, target)
-    clean = root / TRUTH_DIR / "clean_labels" / f"{plan.name.stem}.npy"
-    clean.parent.mkdir(parents=True, exist_ok=True)
-    np.save(clean, patch.clean_labels)
-    return truth_rows(patch)
-
-
-def write_truth(rows: list[tuple], root: Path) -> None:
-    """``truth/truth.csv`` beside the S4A files (never inside them)."""
-    path = root / TRUTH_DIR / "truth.csv"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as handle:
-        writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(TRUTH_COLUMNS)
-        writer.writerows(sorted(rows))

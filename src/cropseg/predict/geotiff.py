@@ -28,7 +28,7 @@ import rasterio.shutil
 from rasterio.io import MemoryFile
 
 from ..core.atomic import atomic_file
-from ..s4a.georef import PatchGrid
+from ..s4a.grid import PatchGrid
 
 BLOCK = 256
 NODATA = 0
@@ -58,7 +58,7 @@ def write_patch_cog(path: Path, classes: np.ndarray, confidence: np.ndarray, gri
         path: the COG to write (replaced through a temporary sibling; folders are created).
         classes: model class per pixel, ``(grid.height, grid.width)``.
         confidence: band 2, already encoded (:func:`confidence_uint8`), same shape.
-        grid: the patch's grid (:func:`cropseg.s4a.georef.read_patch_grid`).
+        grid: the patch's grid (:func:`cropseg.s4a.grid.read_patch_grid`).
         class_names: name of each model class, background first.
         colours: RGB(A) in 0..1, one row per class (:func:`colour_table`).
         tags: extra dataset metadata (model, label set, ...).

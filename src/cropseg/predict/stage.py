@@ -6,7 +6,7 @@ evaluate stage's batches and code path (:func:`cropseg.nn.scoring.predict`), so 
 evaluate stage's predictions pixel for pixel; with precise BN (``model.norm: precise``) a
 prediction does not depend on its batch anyway. The sub-patches are stitched back into the patch
 and written on the patch's own grid (CRS and transform of its ``labels`` raster, see
-:mod:`cropseg.s4a.georef`) by :mod:`cropseg.predict.geotiff`. Outputs (one folder, replaced atomically)::
+:func:`cropseg.s4a.grid.read_patch_grid`) by :mod:`cropseg.predict.geotiff`. Outputs (one folder, replaced atomically)::
 
     patches/YYYY/TILE/YYYY_TILE_patch_XX_YY.tif   COG: band 1 class (colour table), band 2 confidence
     mosaics/YYYY_TILE.vrt  (+ .qml)               one mosaic per tile-year, QGIS style beside it
@@ -33,7 +33,7 @@ from ..core.atomic import atomic_dir
 from ..nn.checkpoint import load_model
 from ..nn.dataset import SubPatchDataset
 from ..evaluate.figures import class_colours, plot_mosaic
-from ..s4a.georef import PatchGrid, read_patch_grid
+from ..s4a.grid import PatchGrid, read_patch_grid
 from .geotiff import confidence_uint8, legend_csv, qgis_style, write_patch_cog, write_text, write_vrt
 from ..split.labels import LabelSet
 from ..nn.precision import pick_device, use_bf16
@@ -134,7 +134,7 @@ def predict_patches(*, model_path: Path, medians: Path, netcdf: Path, patch_list
         PredictError: ``patch_list`` is empty, the model's label set is not ``label_set_name``,
             or a patch's ``labels`` raster is not the size the medians store cut.
         ValueError: a path is not an S4A patch name, or ``model_path`` is not a model file.
-        GeorefError: a patch's grid cannot be read (:func:`cropseg.s4a.georef.read_patch_grid`).
+        GridError: a patch's grid cannot be read (:func:`cropseg.s4a.grid.read_patch_grid`).
         DatasetError: the store does not hold the patches as the model's loader needs them
             (:class:`cropseg.nn.dataset.SubPatchDataset`).
     """

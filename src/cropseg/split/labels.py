@@ -29,6 +29,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
 from ..core.validation import error_items, located
+from ..core.workspace import missing_file_hint
 
 BACKGROUND = "background"
 MAX_CODE = 65_535  # a sanity bound on S4A codes (they are three digits); keeps the table small
@@ -108,12 +109,6 @@ def available_label_sets(root: str | Path = "configs/labels") -> list[str]:
     return sorted(p.stem for p in Path(root).glob("*.yaml"))
 
 
-def _hint(path: Path) -> str:
-    from ..tracking.lineage import missing_file_hint
-
-    return missing_file_hint(path)
-
-
 def load_label_set(name: str, root: str | Path = "configs/labels") -> LabelSet:
     """Read and validate ``root/NAME.yaml`` (either format, see the module docs).
 
@@ -136,7 +131,7 @@ def load_label_set(name: str, root: str | Path = "configs/labels") -> LabelSet:
     if not path.is_file():
         available = ", ".join(available_label_sets(root)) or "none"
         raise LabelSetError(f"unknown label set {name!r}: no {path}; available in {root}: {available}"
-                            f"{_hint(path)}")
+                            f"{missing_file_hint(path)}")
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:

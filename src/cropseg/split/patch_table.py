@@ -28,8 +28,8 @@ import pandas as pd
 from pyproj import Transformer
 
 from ..core.executor import ordered_map
-from ..s4a.label_grid import LabelGridError, read_label_grid
-from ..s4a.netcdf import PatchInfo, parse_patch_name
+from ..s4a.grid import GridError, read_label_grid
+from ..s4a.netcdf import PatchInfo
 
 BASE_COLUMNS = (
     "path", "year", "tile", "patch_x", "patch_y", "country", "n_dates", "size",
@@ -158,11 +158,11 @@ def patch_row(info: PatchInfo, root: str | Path, tiles: list[DemTile]) -> tuple[
         ``(row, classes)``: the table's base columns for the patch, and pixels per S4A code.
 
     Raises:
-        PatchTableError: the patch cannot be placed (:func:`cropseg.s4a.label_grid.read_label_grid`).
+        PatchTableError: the patch cannot be placed (:func:`cropseg.s4a.grid.read_label_grid`).
     """
     try:
         grid = read_label_grid(Path(root) / info.path, labels=True)
-    except LabelGridError as error:
+    except GridError as error:
         raise PatchTableError(str(error)) from None
     epsg, bounds, labels = grid.epsg, grid.bounds, grid.labels
     lonlat = grid.lonlat()
@@ -216,16 +216,6 @@ def build_table(infos: list[PatchInfo], root: str | Path, dem_dir: str | Path | 
     function = partial(patch_row, root=str(root), tiles=tiles)
     results = ordered_map(function, infos, workers, desc="patch table", progress=progress)
     return _frame([r for r, _ in results], [c for _, c in results])
-
-
-def names_table(paths: list[str]) -> pd.DataFrame:
-    """The name columns only (``path``, ``year``, ``tile``, ``patch_x``, ``patch_y``) of patch paths:
-    enough for rules without stratification, and for tests."""
-    rows = []
-    for path in paths:
-        name = parse_patch_name(path)
-        rows.append({"path": path, "year": name.year, "tile": name.tile, "patch_x": name.x, "patch_y": name.y})
-    return pd.DataFrame(rows, columns=["path", "year", "tile", "patch_x", "patch_y"])
 
 
 def class_columns(table: pd.DataFrame) -> list[str]:

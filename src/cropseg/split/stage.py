@@ -39,13 +39,15 @@ import pandas as pd
 
 from ..core.atomic import atomic_dir
 from ..core.executor import default_workers
+from ..core.workspace import missing_file_hint
 from .guards import split_problems
 from .labels import LabelSet
-from ..tracking.lineage import missing_file_hint
 from ..core.params import Split
 from .patch_table import build_table, class_columns, write_geojson, write_table
 from ..s4a.netcdf import INDEX_FILE, read_index
-from .rules import REMAINDER, SPLITS, UNMATCHED, RuleError, RuleSet, apply_rules, load_rules
+from .rules import REMAINDER, SPLITS, UNMATCHED, RuleError, RuleSet
+from .rules_apply import apply_rules
+from .rules_schema import load_rules
 
 HOLDOUT_DIR = "holdout"
 SUMMARY_FILE = "summary.json"
@@ -135,7 +137,7 @@ def coco_assign(table: pd.DataFrame, coco: dict[str, list[str]], drop_duplicates
 
     Returns:
         ``(assignment, not_found, dropped)``: ``split``/``rule``/``reason`` columns like
-        :func:`cropseg.split.rules.apply_rules` (patches in no COCO split get reason
+        :func:`cropseg.split.rules_apply.apply_rules` (patches in no COCO split get reason
         ``not_in_coco``), the COCO names not in the table per split, and the duplicates dropped
         per split.
 

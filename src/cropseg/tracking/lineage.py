@@ -1,13 +1,11 @@
 """Where a stage runs and what it read: the facts a W&B run records so that its lineage is true.
 
-A stage runs in one of three places: by hand (``python stages/x.py``), under ``dvc repro`` /
-``dvc exp run`` in the repository, or in a temporary copy of it (``dvc exp run --queue`` /
-``--temp``, under ``.dvc/tmp/exps/``), which DVC deletes afterwards. DVC sets ``DVC_ROOT`` to the
-*main* repository in all DVC runs, temporary copies included (treeverse/dvc #9918), and
-``DVC_EXP_NAME`` under ``dvc exp run`` (https://dvc.org/doc/user-guide/env); both were checked
-with a queued experiment (``tests/test_tracking.py``). So:
+A stage runs by hand, in the repository under DVC, or in a queued experiment's temporary copy of
+it (:mod:`cropseg.core.workspace`). DVC sets ``DVC_EXP_NAME`` under ``dvc exp run``
+(https://dvc.org/doc/user-guide/env; checked with a queued experiment in ``tests/test_tracking.py``).
+So:
 
-* :func:`repo_root` is where records that must outlive the run go (W&B files);
+* :func:`cropseg.core.workspace.repo_root` is where records that must outlive the run go (W&B files);
 * :func:`run_group` is the DVC experiment name, else the git revision: one W&B group per experiment;
 * :func:`dvc_md5` hashes an input the way DVC 3 does (``hash: md5`` in ``dvc.lock``: md5 of a
   file's bytes; for a directory, md5 of the JSON list of its files' ``{md5, relpath}`` sorted by
@@ -20,27 +18,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 
+from ..core.workspace import git, repo_root
+
 CHUNK = 1 << 20
 DIRTY_IGNORED = ("dvc.lock", "metrics", "params.yaml")  # written by DVC, the stages, `-S` (params are recorded)
-
-
-def repo_root() -> Path:
-    """The main repository: ``DVC_ROOT`` (also from a queued run's temporary copy), else git's top level."""
-    root = os.environ.get("DVC_ROOT")
-    if root:
-        return Path(root).absolute()
-    top = _git(["rev-parse", "--show-toplevel"])
-    return Path(top).absolute() if top else Path.cwd().absolute()
-
-
-def in_temporary_copy() -> bool:
-    """True inside a queued (or ``--temp``) experiment: DVC runs it outside the main repository."""
-    root = os.environ.get("DVC_ROOT")
-    return bool(root) and Path(root).resolve() != Path.cwd().resolve()
 
 
 def experiment_name() -> str | None:
@@ -60,8 +44,8 @@ def git_state(cwd: str | Path = ".") -> dict[str, object]:
         ``{"revision", "dirty", "changed"}``: HEAD (None outside git), whether a tracked file
         differs, and the first 50 changed paths.
     """
-    revision = _git(["rev-parse", "HEAD"], cwd)
-    status = _git(["status", "--porcelain", "--untracked-files=no", "--", "."]
+    revision = git(["rev-parse", "HEAD"], cwd)
+    status = git(["status", "--porcelain", "--untracked-files=no", "--", "."]
                   + [f":(exclude){p}" for p in DIRTY_IGNORED], cwd)
     changed = sorted(line[3:] for line in (status or "").splitlines() if line.strip())
     return {"revision": revision, "dirty": bool(changed), "changed": changed[:50]}
@@ -138,36 +122,3 @@ def dvc_remote_url(root: str | Path | None = None) -> str | None:
 def remote_object_url(remote: str, md5: str) -> str:
     """Where ``dvc push`` puts an object of that md5 (DVC 3 layout: ``files/md5/ab/cdef...``)."""
     return f"{remote}/files/md5/{md5[:2]}/{md5[2:]}"
-
-
-def missing_file_hint(path: str | Path) -> str:
-    """Why a file may be missing: in a queued experiment only committed or staged files exist.
-
-    Args:
-        path: the missing file, relative to the working directory (or absolute inside it).
-
-    Returns:
-        A clause to append to the error message (``"; this is a queued experiment ..."``), or
-        ``""`` outside a temporary copy or for a path outside the working directory.
-    """
-    if not in_temporary_copy():
-        return ""
-    relative = Path(path)
-    if relative.is_absolute():
-        try:
-            relative = relative.resolve().relative_to(Path.cwd().resolve())
-        except ValueError:
-            return ""
-    where = repo_root() / relative
-    found = f" ({where} exists in the main repository but is not committed)" if where.exists() else ""
-    return (f"; this is a queued experiment, run in a temporary copy of the repository that only holds "
-            f"files git tracks or has staged{found}: `git add {relative.as_posix()}` (or commit it) and "
-            f"queue the experiment again")
-
-
-def _git(args: list[str], cwd: str | Path = ".") -> str | None:
-    try:
-        return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None

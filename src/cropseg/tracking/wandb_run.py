@@ -5,7 +5,7 @@ W&B is optional and never blocks a stage: ``offline`` by default, ``online`` onl
 wins over ``tracking.wandb``; any W&B failure is printed and the stage goes on.
 
 Where runs live: ``wandb.init(dir=ROOT)`` writes ``ROOT/wandb/offline-run-*`` (one folder per
-run), ``ROOT`` being the main repository (:func:`cropseg.tracking.lineage.repo_root`, also from the
+run), ``ROOT`` being the main repository (:func:`cropseg.core.workspace.repo_root`, also from the
 temporary copy of a queued experiment, which DVC deletes) or an explicit ``WANDB_DIR`` (made
 absolute against it). ``wandb sync`` with no path syncs the ``./wandb`` folder of the current
 directory, so ``wandb sync`` from the repository root uploads every run (docs.wandb.ai, "wandb sync").
@@ -32,8 +32,9 @@ from pathlib import Path
 from typing import Any
 
 from ..core.files import link_or_copy
-from .lineage import (code_digest, dvc_md5, dvc_remote_url, experiment_name, git_state, in_temporary_copy,
-                      input_hashes, remote_object_url, repo_root, run_group)
+from ..core.workspace import in_temporary_copy, repo_root
+from .lineage import (code_digest, dvc_md5, dvc_remote_url, experiment_name, git_state, input_hashes,
+                      remote_object_url, run_group)
 
 
 _USER_DATA_DIR = os.environ.get("WANDB_DATA_DIR")

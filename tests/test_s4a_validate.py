@@ -14,7 +14,8 @@ import pytest
 from cropseg.fetch.stage import FetchError, fetch_s4a
 from cropseg.core.params import Data, LocalData
 from cropseg.s4a.netcdf import InvalidPatch, validate_patch
-from cropseg.fetch.synthetic import generate_patch, plan_patches, write_patch_netcdf
+from cropseg.fetch.synthetic import generate_patch, plan_patches
+from cropseg.fetch.synthetic_files import write_patch_netcdf
 
 from conftest import tiny_data
 
