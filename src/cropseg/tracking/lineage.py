@@ -90,15 +90,19 @@ def input_hashes(inputs: Mapping[str, str | Path | None]) -> dict[str, str | Non
 
 
 def code_digest() -> str:
-    """sha256 over the package's and the stage scripts' sources (names and bytes, sorted)."""
-    package = Path(__file__).parent
-    files = sorted(package.glob("*.py"))
+    """sha256 over the package's and the stage scripts' sources (paths and bytes, sorted).
+
+    Every module of every subpackage counts, named by its path inside the package, so a moved module
+    changes the digest as an edited one does.
+    """
+    package = Path(__file__).resolve().parents[1]  # src/cropseg (this file is src/cropseg/tracking/lineage.py)
+    files = [(f"cropseg/{p.relative_to(package).as_posix()}", p) for p in sorted(package.rglob("*.py"))]
     stages = package.parent.parent / "stages"
     if stages.is_dir():
-        files += sorted(stages.glob("*.py"))
+        files += [(f"stages/{p.name}", p) for p in sorted(stages.glob("*.py"))]
     digest = hashlib.sha256()
-    for path in files:
-        digest.update(f"{path.parent.name}/{path.name}".encode() + path.read_bytes())
+    for name, path in files:
+        digest.update(name.encode() + path.read_bytes())
     return digest.hexdigest()
 
 
