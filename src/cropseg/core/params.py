@@ -185,7 +185,7 @@ class Medians(Section):
     @field_validator("bands")
     @classmethod
     def _bands(cls, value: list[str]) -> list[str]:
-        from ..s4a.netcdf import BANDS
+        from ..s4a.bands import BANDS
 
         unknown = [b for b in value if b not in BANDS]
         if unknown or not value:

@@ -28,7 +28,8 @@ from scipy.spatial import cKDTree
 
 from ..core.params import SyntheticData
 from ..s4a.geo import TILE_PIXELS
-from ..s4a.netcdf import BANDS, PatchName
+from ..s4a.bands import BANDS
+from ..s4a.netcdf import PatchName
 
 #: Side of the windows the truth table counts and that redundancy and window noise act on.
 TRUTH_WINDOW = 61

@@ -20,7 +20,8 @@ import numpy as np
 
 from ..core.params import SyntheticData
 from ..s4a.geo import country_of, tile_grid
-from ..s4a.netcdf import BANDS, PatchName
+from ..s4a.bands import BANDS
+from ..s4a.netcdf import PatchName
 from .synthetic import S4A_PATCH_SIZE, TRUTH_WINDOW, PatchPlan, SyntheticPatch, generate_patch
 
 TRUTH_DIR = "truth"

@@ -18,7 +18,7 @@ The recipe is the one the S4A authors published (Orion-AI-Lab/S4A-Models,
    first two / last two at the ends, ``(y_hi - y_lo) / (x_hi - x_lo) * (x - x_lo) + y_lo`` in float64.
 4. 20 m and 60 m bands are repeated (``np.repeat`` on both axes) to the 10 m grid (and cropped
    to the patch where the coarse grid overhangs it: S4A's 366 px fit exactly, but a 61 px
-   synthetic patch has 31 px at 20 m, see :func:`cropseg.s4a.netcdf.band_side`); then bands are
+   synthetic patch has 31 px at 20 m, see :func:`cropseg.s4a.bands.band_side`); then bands are
    stacked in the ``medians.bands`` order and the patch is cut into non-overlapping
    ``window`` x ``window`` sub-patches, row-major; the labels are cut alike.
 
@@ -56,7 +56,8 @@ import numpy as np
 import pandas as pd
 
 from ..core.params import Medians
-from ..s4a.netcdf import BANDS, band_side, decode_time
+from ..s4a.bands import BANDS, band_side
+from ..s4a.netcdf import decode_time
 
 
 class MediansError(RuntimeError):

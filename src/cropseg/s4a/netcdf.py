@@ -38,11 +38,8 @@ import cftime
 import netCDF4
 import numpy as np
 
-#: Band name -> ground resolution in metres, as in the S4A files.
-BANDS: dict[str, int] = {
-    "B01": 60, "B02": 10, "B03": 10, "B04": 10, "B05": 20, "B06": 20, "B07": 20,
-    "B08": 10, "B8A": 20, "B09": 60, "B10": 60, "B11": 20, "B12": 20,
-}
+from .bands import BANDS, band_side
+
 ROOT_ATTRIBUTES = ("patch_full_name", "patch_year", "patch_name", "patch_country_code", "patch_tile")
 #: Patch sides are multiples of the 60 m grid: 366 px at 10 m = 61 px at 60 m.
 SIZE_QUANTUM = 61
@@ -53,16 +50,6 @@ INDEX_COLUMNS = ("path", "year", "tile", "patch_x", "patch_y", "country", "n_dat
 INDEX_FILE = "index.csv"
 #: Raster metadata the published files keep on each data variable (see the module docstring).
 RASTER_ATTRIBUTES = ("crs", "transform", "res", "is_tiled", "nodatavals", "scales", "offsets", "AREA_OR_POINT")
-
-
-def band_side(size: int, band: str) -> int:
-    """Pixels per side of ``band`` for a patch of ``size`` 10 m pixels: enough to cover the patch.
-
-    366 -> 183 at 20 m and 61 at 60 m, as in S4A; for other sizes the coarse grid is rounded up
-    (61 -> 31 at 20 m, 11 at 60 m), so repeating it to 10 m and cropping to ``size`` covers the patch.
-    """
-    resolution = BANDS[band]
-    return -(-size * 10 // resolution)
 
 
 class InvalidPatch(ValueError):
