@@ -11,6 +11,7 @@ import torch
 from cropseg.nn.dataset import Batch
 from cropseg.nn.loss import class_weights
 from cropseg.core.params import Loss, ParamsError, Selection, load_params, parse_params
+from cropseg.selection.method import check_method
 from cropseg.selection.selector import SelectionError, Selector, margin, parse_method, per_sample_scores, top_k
 
 REPO = Path(__file__).resolve().parents[1]
@@ -111,7 +112,7 @@ def test_bad_methods_are_clear_errors(text, message):
 
 def test_bad_method_fails_params_validation():
     with pytest.raises(ParamsError, match=r"selection.method: .*unknown score 'rho'"):
-        parse_params({"selection": {"method": "rho"}})
+        check_method(parse_params({"selection": {"method": "rho"}}).selection.method)
 
 
 def test_top_k_ties_nan_and_order():
