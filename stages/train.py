@@ -10,6 +10,7 @@ from pathlib import Path
 
 from cropseg.core.params import load_params
 from cropseg.core.stage_cli import run_stage
+from cropseg.selection.method import check_method
 from cropseg.train.loop import RunPaths, train
 
 DEFAULTS = {
@@ -36,6 +37,7 @@ def main() -> int:
 
     def body() -> str:
         params = load_params(args.params)
+        check_method(params.selection.method, args.params)  # the grammar params.yaml's schema leaves to us
         paths = RunPaths(split_dir=Path(args.split or defaults["split"]),
                          model_out=Path(args.model or defaults["model"]),
                          metrics_dir=Path(args.metrics or defaults["metrics"]),

@@ -7,8 +7,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cropseg.nn.loss import batch_loss, class_weights, parcel_nll, per_sample_loss, pixel_weight_sum
+from cropseg.nn.loss import class_weights, parcel_nll, per_sample_loss, pixel_weight_sum
 from cropseg.nn.models import build_model
+
+
+def batch_loss(weighted_sum: torch.Tensor, weight_sum: torch.Tensor | float) -> torch.Tensor:
+    """``weighted_sum.sum() / total``, where ``weight_sum`` is per-sample (summed here) or the
+    total weight of the whole accumulated batch; 0 (with a gradient) when the total is 0: the
+    batch loss as the training loop forms it (``cropseg.train.loop``), to compare with ``F.nll_loss``."""
+    total = weight_sum.sum() if isinstance(weight_sum, torch.Tensor) else torch.tensor(float(weight_sum))
+    total = total.to(weighted_sum.device)
+    return weighted_sum.sum() / total.clamp_min(torch.finfo(torch.float32).tiny)
 
 
 def test_class_weights_known_table():
@@ -58,6 +67,7 @@ def test_background_is_ignored():
     torch.testing.assert_close(base[1], (target > 0).flatten(1).sum(1).float())
     empty = torch.zeros_like(target)
     assert torch.isnan(per_sample_loss(log_probs, empty, weights)).all()
+    assert torch.isposinf(per_sample_loss(log_probs, empty, weights, empty=float("inf"))).all()
     assert batch_loss(*parcel_nll(log_probs, empty, weights)).item() == 0.0
 
 

@@ -90,6 +90,31 @@ def test_loading_params_imports_neither_torch_nor_the_training_code():
     assert out.stdout.split() == [load_params(REPO / "params.yaml").selection.method, "[]"]
 
 
-def test_a_bad_selection_method_is_still_rejected_when_params_load():
+def test_a_bad_selection_method_is_still_rejected_before_training():
+    # the schema checks the type only (params.py imports nothing of selection, so no stage that never
+    # selects depends on the grammar); stages/train.py runs check_method right after loading params
+    from cropseg.selection.method import check_method
+
+    params = parse_params({"selection": {"method": "los"}})
     with pytest.raises(ParamsError, match=r"selection\.method.*unknown score 'los'"):
-        parse_params({"selection": {"method": "los"}})
+        check_method(params.selection.method)
+    with pytest.raises(ParamsError, match=r"selection\.method"):
+        parse_params({"selection": {"method": 3}})  # not a string: the schema's own error
+
+
+def test_the_training_stage_refuses_a_bad_selection_method_before_any_work(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "params.yaml").write_text("selection:\n  method: los\ntracking:\n  wandb: disabled\n")
+    for stage in ("holdout", "train"):  # no medians nor split: any work would fail on those first
+        done = subprocess.run([sys.executable, str(REPO / "stages" / "train.py"), stage, "--params",
+                               str(tmp_path / "params.yaml"), "--medians", str(tmp_path / "medians"),
+                               "--split", str(tmp_path / "split"), "--model", str(tmp_path / "model.pt"),
+                               "--metrics", str(tmp_path / "metrics"), "--checkpoints", str(tmp_path / "ck")],
+                              capture_output=True, text=True, cwd=tmp_path)
+        assert done.returncode == 1, done.stderr
+        assert done.stderr.startswith(f"{stage}: error: {tmp_path / 'params.yaml'}: 1 invalid field(s):")
+        assert "selection.method: selection.method 'los': unknown score 'los'" in done.stderr
+        assert "Traceback" not in done.stderr
+        assert not (tmp_path / "model.pt").exists() and not (tmp_path / "metrics").exists()

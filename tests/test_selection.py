@@ -10,7 +10,8 @@ import torch
 
 from cropseg.nn.dataset import Batch
 from cropseg.nn.loss import class_weights
-from cropseg.core.params import ParamsError, Selection, parse_params
+from cropseg.core.params import Loss, ParamsError, Selection, load_params, parse_params
+from cropseg.selection.method import check_method
 from cropseg.selection.selector import SelectionError, Selector, margin, parse_method, per_sample_scores, top_k
 
 REPO = Path(__file__).resolve().parents[1]
@@ -111,7 +112,7 @@ def test_bad_methods_are_clear_errors(text, message):
 
 def test_bad_method_fails_params_validation():
     with pytest.raises(ParamsError, match=r"selection.method: .*unknown score 'rho'"):
-        parse_params({"selection": {"method": "rho"}})
+        check_method(parse_params({"selection": {"method": "rho"}}).selection.method)
 
 
 def test_top_k_ties_nan_and_order():
@@ -181,7 +182,11 @@ def test_rho_loss_rejects_planted_noise_that_loss_keeps(tmp_path):
 
 
 def test_class_weight_default_is_the_thesis_value():
-    weights = class_weights(np.array([100, 80, 20]), 0.1)
+    thesis = 0.1  # the thesis' interpolation towards inverse frequency
+    schema_default = Loss().class_weights_weight
+    assert schema_default == thesis
+    assert load_params(REPO / "params.yaml").loss.class_weights_weight == thesis
+    weights = class_weights(np.array([100, 80, 20]), schema_default)
     # w = 0.9 * 1 + 0.1 / (2 * freq): freq 0.8 -> 0.9625, freq 0.2 -> 1.15
     np.testing.assert_allclose(weights.numpy(), [0.0, 0.9625, 1.15], rtol=1e-6)
 

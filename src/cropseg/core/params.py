@@ -280,7 +280,11 @@ class Run(Section):
 
 
 class Selection(Section):
-    """Which samples of each block the target model trains on (``cropseg.selection.selector``)."""
+    """Which samples of each block the target model trains on (``cropseg.selection.selector``).
+
+    ``method``'s grammar is checked by the stages that train (:func:`cropseg.selection.method.check_method`),
+    not here: a stage that never selects would otherwise depend on the grammar's module.
+    """
 
     method: str = Field("rho_loss", description="uniform | random | loss | margin | irreducible | rho_loss, "
                                                "or a weighted sum such as '1.0*loss - 0.5*irreducible'")
@@ -289,14 +293,6 @@ class Selection(Section):
     scoring_norm: Literal["population", "batch"] = Field(
         "batch", description="BatchNorm statistics the scores use: batch (the scored sub-batch's own, as the "
                             "model trains) | population (the running statistics, as the model predicts)")
-
-    @field_validator("method")
-    @classmethod
-    def _method(cls, value: str) -> str:
-        from ..selection.method import parse_method  # the grammar alone: no torch, no dataset (no import cycle)
-
-        parse_method(value)
-        return value
 
 
 class Protocol(Section):

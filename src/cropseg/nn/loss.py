@@ -6,6 +6,7 @@ The loss of a batch is ``sum(weighted_sum) / sum(weight_sum)`` over every sample
 ``weight_sum`` depends on the targets only (:func:`pixel_weight_sum`), gradient accumulation
 divides every micro-batch's ``weighted_sum.sum()`` by the batch's total weight, known before the
 first forward pass: the accumulated gradient is then exactly the gradient of one big batch.
+Data selection ranks samples by :func:`per_sample_loss`, the same sums divided per sample.
 """
 
 from __future__ import annotations
@@ -78,20 +79,24 @@ def parcel_nll(log_probs: torch.Tensor, target: torch.Tensor, weights: torch.Ten
         return weighted_sum, w.flatten(1).sum(1)
 
 
-def per_sample_loss(log_probs: torch.Tensor, target: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """Per-sample mean weighted NLL ``[N]``; NaN for a sample without weighted parcel pixels.
+def per_sample_loss(log_probs: torch.Tensor, target: torch.Tensor, weights: torch.Tensor, *,
+                    empty: float = float("nan")) -> torch.Tensor:
+    """Per-sample mean weighted NLL ``[N]`` (float32): the one per-sample loss data selection uses.
 
-    A sample whose every pixel is background (or of zero-weight classes) has no loss; it is
-    NaN so that a caller must decide (data selection scores such samples lowest).
+    A sample without weighted parcel pixels (every pixel background, or of zero-weight classes)
+    has no loss; it gets ``empty``, so that each caller decides how such samples rank: NaN (the
+    selector's scores, which rank them lowest) or ``+inf`` (the stored holdout losses, which
+    ``rho_loss`` subtracts).
+
+    Args:
+        log_probs: ``(N, C, H, W)`` log-probabilities (any float dtype; computed in float32).
+        target: ``(N, H, W)`` model classes, 0 = background.
+        weights: ``(C,)`` class weights (:func:`class_weights`).
+        empty: the value of a sample whose pixel weights sum to 0.
+
+    Returns:
+        ``weighted_sum / weight_sum`` of :func:`parcel_nll` per sample, ``empty`` where the sum is 0.
     """
     weighted_sum, weight_sum = parcel_nll(log_probs, target, weights)
-    nan = torch.full_like(weighted_sum, float("nan"))
-    return torch.where(weight_sum > 0, weighted_sum / weight_sum.clamp_min(torch.finfo(torch.float32).tiny), nan)
-
-
-def batch_loss(weighted_sum: torch.Tensor, weight_sum: torch.Tensor | float) -> torch.Tensor:
-    """``weighted_sum.sum() / total``, where ``weight_sum`` is per-sample (summed here) or the
-    total weight of the whole accumulated batch; 0 (with a gradient) when the total is 0."""
-    total = weight_sum.sum() if isinstance(weight_sum, torch.Tensor) else torch.tensor(float(weight_sum))
-    total = total.to(weighted_sum.device)
-    return weighted_sum.sum() / total.clamp_min(torch.finfo(torch.float32).tiny)
+    fill = torch.full_like(weighted_sum, empty)
+    return torch.where(weight_sum > 0, weighted_sum / weight_sum.clamp_min(torch.finfo(torch.float32).tiny), fill)

@@ -159,20 +159,16 @@ class ConfusionMatrix:
         self.matrix = torch.zeros(n_classes, n_classes, dtype=torch.int64, device=self.device)
         self._synced = False
 
-    def reset(self) -> None:
-        self.matrix.zero_()
-        self._synced = False
-
     @torch.no_grad()
     def update(self, pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> None:
         """Add a batch: see :func:`confusion_counts` for ``pred``, ``target`` and ``mask``.
 
         Raises:
-            RuntimeError: the matrix was synced already (call :meth:`reset` first).
+            RuntimeError: the matrix was synced already (a new pass needs a new matrix).
             ValueError: as :func:`confusion_counts`.
         """
         if self._synced:
-            raise RuntimeError("ConfusionMatrix.update after sync(): reset() first")
+            raise RuntimeError("ConfusionMatrix.update after sync(): use a new matrix")
         self.matrix += confusion_counts(pred.to(self.device), target.to(self.device), self.n_classes, mask)
 
     def sync(self) -> None:

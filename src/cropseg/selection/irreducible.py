@@ -26,7 +26,7 @@ from ..nn.scoring import sequential_loader
 from ..core.files import sha256_of
 from ..nn.label_noise import LabelNoise
 from ..split.labels import LabelSet
-from ..nn.loss import class_weights, parcel_nll
+from ..nn.loss import class_weights, per_sample_loss
 from ..core.params import Params
 from ..nn.precision import autocast, pick_device, use_bf16
 from .selector import IRREDUCIBLE_FILE
@@ -56,9 +56,8 @@ def holdout_losses(model: torch.nn.Module, dataset: SubPatchDataset, weights: to
         batch = batch.to(device)
         with autocast(bf16, device):
             log_probs = model(batch.x)
-        weighted, weight = parcel_nll(log_probs, batch.y, weights)
-        per_sample = torch.where(weight > 0, weighted / weight.clamp_min(1e-12), torch.inf)
-        losses[batch.index.cpu().numpy()] = per_sample.float().cpu().numpy()
+        per_sample = per_sample_loss(log_probs, batch.y, weights, empty=float("inf"))
+        losses[batch.index.cpu().numpy()] = per_sample.cpu().numpy()
     return losses
 
 

@@ -1,13 +1,17 @@
-"""The grammar of ``selection.method`` (no torch): params validation imports it without the selector.
+"""The grammar of ``selection.method`` (no torch), and the check the training stage runs first.
 
-``cropseg.core.params`` validates ``selection.method`` when params.yaml is loaded, which every stage does;
-the selector itself needs torch and the dataset, so the grammar lives here, alone, and
+``cropseg.core.params`` checks only that ``selection.method`` is a string, so that the stages that
+never select do not depend on this module; ``stages/train.py`` calls :func:`check_method` right
+after loading params.yaml, before any work, so a bad method fails the same way a bad field does.
+The selector itself needs torch and the dataset, so the grammar lives here, alone, and
 ``cropseg.selection.selector`` re-exports it.
 """
 
 from __future__ import annotations
 
 import re
+
+from ..core.params import ParamsError
 
 SCORES = ("random", "loss", "margin", "irreducible", "rho_loss")
 _TERM = re.compile(r"\s*([+-])?\s*(?:(\d+(?:\.\d*)?(?:[eE][+-]?\d+)?|\.\d+)\s*\*\s*)?([a-z_]+)\s*")
@@ -42,3 +46,19 @@ def parse_method(method: str) -> dict[str, float] | None:
     if not terms:
         raise SelectionError(f"selection.method {method!r}: empty")
     return terms
+
+
+def check_method(method: str, source: str = "params.yaml") -> None:
+    """Refuse a method outside the grammar as params.yaml's validation refuses a bad field.
+
+    Args:
+        method: ``selection.method``.
+        source: the params file, named first in the message.
+
+    Raises:
+        ParamsError: ``{source}: 1 invalid field(s):`` then ``selection.method:`` and the grammar's message.
+    """
+    try:
+        parse_method(method)
+    except SelectionError as error:
+        raise ParamsError(f"{source}: 1 invalid field(s):\n  selection.method: {error}") from None

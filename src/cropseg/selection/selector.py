@@ -26,7 +26,7 @@ import pandas as pd
 import torch
 
 from ..nn.dataset import Batch
-from ..nn.loss import parcel_nll
+from ..nn.loss import per_sample_loss
 from ..nn.precise_bn import batch_statistics
 from ..nn.precision import autocast
 from .method import SCORES, SelectionError, parse_method  # noqa: F401  (re-exported)
@@ -64,8 +64,7 @@ def per_sample_scores(model: torch.nn.Module, batch: Batch, weights: torch.Tenso
             log_probs = model(micro.x)
         log_probs = log_probs.float()
         if "loss" in names:
-            weighted, weight = parcel_nll(log_probs, micro.y, weights)
-            out["loss"].append(weighted / weight)
+            out["loss"].append(per_sample_loss(log_probs, micro.y, weights))
         if "margin" in names:
             out["margin"].append(margin(log_probs, micro.y))
     model.train(was_training)

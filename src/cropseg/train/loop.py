@@ -2,7 +2,9 @@
 
 One function, :func:`train`, does everything in order: set up (distributed, device, seeds), data,
 model, loss, optimiser, resume, then epochs of blocks -> selection -> optimiser steps, validation,
-checkpoints, and the final model file. Conventions:
+checkpoints, and the final model file. What it does again and again lives beside it, as nanoGPT
+keeps ``estimate_loss`` beside its loop: :mod:`cropseg.train.steps` (an optimiser step, a validation)
+and :mod:`cropseg.train.resume` (what identifies the run, its checkpoint). Conventions:
 
 * an *epoch* is one pass over the training samples *considered* (every block is read once); with
   selection, fewer samples are *seen* (trained on) than considered;
@@ -15,12 +17,9 @@ checkpoints, and the final model file. Conventions:
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import math
 import os
 import random
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,24 +31,23 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from ..nn.checkpoint import load_checkpoint, model_file, save_atomic
-from ..nn.dataset import BlockSampler, SubPatchDataset, read_split_list
-from ..core.files import sha256_of
-from ..nn.scoring import confusion, headline, sequential_loader
-from ..split.guards import split_problems, suspicious_best
-from ..nn.label_noise import LabelNoise
-from ..split.labels import load_label_set
-from ..nn.loss import class_weights, parcel_nll
-from ..nn.models import build_model
 from ..core.params import Params, Protocol, Run
-from ..nn.precise_bn import calibration_positions, recalibrate
-from ..nn.precision import autocast, pick_device, use_bf16
-from ..selection.selector import Selector
+from ..nn.checkpoint import save_atomic
+from ..nn.dataset import BlockSampler, SubPatchDataset, read_split_list
+from ..nn.label_noise import LabelNoise
+from ..nn.loss import class_weights
+from ..nn.models import build_model
+from ..nn.precise_bn import calibration_positions
+from ..nn.precision import pick_device, use_bf16
+from ..nn.scoring import sequential_loader
 from ..nn.snapshots import Snapshots
-from ..medians.store_reader import store_digest
+from ..selection.selector import Selector
+from ..split.guards import split_problems, suspicious_best
+from ..split.labels import load_label_set
 from ..tracking.tracker import Tracker, config_digest
+from .resume import Counters, copy_tree, resume, run_config, save_checkpoint
+from .steps import Validation, all_reduce_sum, optimizer_step, packed, validate
 
-NOISE_KEYS = {"label_noise", "noise_seed", "noisy_val"}
 VAL_COLUMNS = ["accuracy", "weighted_f1", "macro_f1", "crop5_accuracy", "crop5_weighted_f1", "crop5_macro_f1",
                "loss", "lr", "selection/noisy_share_selected", "selection/noisy_share_block",
                "selection/score_selected", "selection/score_rejected"]
@@ -68,18 +66,6 @@ class RunPaths:
     irreducible: Path | None = None
     truth: Path | None = None
     snapshots: Path | None = None  # train stage: models/snapshots (protocol.test_points)
-
-
-@dataclass
-class Counters:
-    step: int = 0
-    epoch: int = 0
-    samples_seen: int = 0
-    samples_considered: int = 0
-    pixels_seen: int = 0
-
-    def as_dict(self) -> dict[str, int]:
-        return dict(self.__dict__)
 
 
 @dataclass
@@ -120,28 +106,6 @@ def _seed_everything(seed: int, deterministic: bool) -> None:
         torch.backends.cudnn.benchmark = False
 
 
-def _file_digest(path: Path | None) -> str | None:
-    return sha256_of(path) if path is not None and path.exists() else None
-
-
-def _code_digest() -> str:
-    digest = hashlib.sha256()
-    for path in sorted(Path(__file__).parent.glob("*.py")):
-        digest.update(path.name.encode() + path.read_bytes())
-    return digest.hexdigest()
-
-
-def _copy_tree(source: Path, target: Path) -> None:
-    """Replace ``target`` by a copy of ``source`` (the small metric logs of a run)."""
-    if not source.is_dir():
-        return
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(source, tmp)
-    shutil.rmtree(target, ignore_errors=True)
-    os.replace(tmp, target)
-
-
 def _plateau(optimizer: torch.optim.Optimizer, arch: str, run: Run, schedule: str):
     """The U-Net's ReduceLROnPlateau on val weighted F1 (``lr_schedule: auto``), stepped at each validation."""
     if arch == "unet" and schedule == "auto":
@@ -162,12 +126,6 @@ def scheduled_lr(run: Run, arch: str, schedule: str, seen: int, budget: int | No
     if schedule == "auto" and arch != "unet":
         return run.lr * run.step_gamma ** (seen // (run.step_size * max(train_samples, 1)))
     return None
-
-
-def _all_reduce_sum(value: torch.Tensor, world_size: int) -> torch.Tensor:
-    if world_size > 1:
-        dist.all_reduce(value, op=dist.ReduceOp.SUM)
-    return value
 
 
 def train(params: Params, stage: str, paths: RunPaths, *, progress: bool = True) -> TrainResult:
@@ -229,75 +187,29 @@ def train(params: Params, stage: str, paths: RunPaths, *, progress: bool = True)
     val_loader = sequential_loader(val_set, run.physical_batch_size, rank=rank, world_size=world_size,
                                    workers=loader_cfg.workers, pin_memory=device.type == "cuda")
 
-    # ---- resume: only a checkpoint of this exact run (params, inputs, world size)
-    run_params = {"labels": params.labels, "model": params.model.model_dump(), "loader": loader_cfg.model_dump(),
-                  "loss": params.loss.model_dump(), stage: run.model_dump()}
-    if selection is not None:
-        run_params["selection"] = selection.model_dump()
-    if params.protocol != Protocol():  # the holdout stage reads the noise keys only
-        run_params["protocol"] = params.protocol.model_dump(include=None if stage == "train" else NOISE_KEYS)
-    config = {
-        "stage": stage, "params": run_params,
-        "inputs": {"medians_meta": store_digest(paths.medians),
-                   "split_train": _file_digest(paths.split_dir / "train.txt"),
-                   "split_val": _file_digest(paths.split_dir / "val.txt"),
-                   "labels": _file_digest(paths.labels_dir / f"{params.labels}.yaml"),
-                   "irreducible": _file_digest(paths.irreducible / "losses.npy") if selector.uses_irreducible
-                   else None},
-        "world_size": world_size,
-        "code": _code_digest(),  # a checkpoint of other code (another model, loss or loop) is stale too
-    }
+    # ---- resume: only a checkpoint of this exact run (params, inputs, world size, code)
+    run_params, config = run_config(params, stage, run, selection, paths, uses_irreducible=selector.uses_irreducible,
+                                    world_size=world_size)
     digest = config_digest(config)
     last_path, best_path = paths.checkpoint_dir / "last.pt", paths.checkpoint_dir / "best.pt"
-    state = load_checkpoint(last_path, digest)
-    counters, best, best_epoch, history, resumed_from = Counters(), {}, 0, [], None
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        if scheduler is not None:
-            scheduler.load_state_dict(state["scheduler"])
-        selector.load_state_dict(state["selector"])
-        counters = Counters(**state["counters"])
-        best, best_epoch, history = state["best"], state["best_epoch"], state["history"]
-        resumed_from = counters.epoch
-        if rank == 0:
-            print(f"{stage}: resuming after epoch {counters.epoch} from {last_path}")
-            # `dvc repro` deletes the stage's outputs (the metric logs) before it runs the stage again
-            _copy_tree(paths.checkpoint_dir / "metrics", paths.metrics_dir)
+    state = resume(last_path, digest, model=model, optimizer=optimizer, scheduler=scheduler, selector=selector,
+                   stage=stage, rank=rank, checkpoint_dir=paths.checkpoint_dir, metrics_dir=paths.metrics_dir)
+    counters, resumed = state.counters, state.resumed_from is not None
     snapshots = Snapshots(paths.checkpoint_dir / "snapshots", protocol.samples_seen, protocol.test_points,
-                          counters.samples_seen, fresh=state is None, writer=rank == 0)
+                          counters.samples_seen, fresh=not resumed, writer=rank == 0)
     tracker = Tracker(paths.metrics_dir, stage=stage, wandb_mode=params.tracking.wandb, project=params.tracking.project,
                       config={**config, "digest": digest}, params=run_params,
                       inputs=_read_inputs(paths, params.labels, selector.uses_irreducible),
-                      resume_step=counters.step if state is not None else None,
+                      resume_step=counters.step if resumed else None,
                       step_columns=["loss", "lr"] + selector.telemetry_columns, val_columns=VAL_COLUMNS, rank=rank)
 
-    def validate() -> dict[str, float]:
-        """Precise BN, then val metrics at the current counters; keeps the best model (keep: best_val)."""
-        nonlocal best, best_epoch, validated_at
-        validated_at = counters.samples_seen
-        # population statistics of the current weights, before they are validated or saved
-        recalibrate(model, train_set, bn_sample, batch_size=run.physical_batch_size, device=device, bf16=bf16)
-        full, crop5, val_loss = confusion(model, val_loader, label_set.n_classes, device, bf16, weights)
-        metrics = headline(full, crop5) | {"loss": val_loss, "lr": optimizer.param_groups[0]["lr"]}
-        metrics |= selector.epoch_telemetry()
-        history.append({"epoch": counters.epoch, **metrics})
-        tracker.log("val", counters.as_dict(), metrics)
-        if scheduler is not None:
-            scheduler.step(metrics["weighted_f1"])
-        if protocol.keep == "best_val" and (not best or metrics["weighted_f1"] > best["weighted_f1"]):
-            best, best_epoch = metrics, counters.epoch
-            if rank == 0:
-                save_atomic(packed(metrics), best_path)
-        return metrics
-
-    def packed(metrics: dict[str, float]) -> dict[str, Any]:
-        return model_file(model, arch=params.model.arch, model_config=model.config, label_set=label_set.to_dict(),
-                          loader=loader_cfg.model_dump(), metrics=metrics, epoch=counters.epoch)
+    val = Validation(model=model, optimizer=optimizer, scheduler=scheduler, selector=selector, tracker=tracker,
+                     train_set=train_set, bn_sample=bn_sample, val_loader=val_loader, weights=weights, params=params,
+                     run=run, label_set=label_set, keep=protocol.keep, best_path=best_path, device=device, bf16=bf16,
+                     rank=rank)
 
     # ---- epochs: blocks -> selection -> one optimiser step per batch, until the epochs or the
     # samples-seen budget (protocol.samples_seen) are used up
-    validated_at = -1
     while not _finished(counters, run.epochs, protocol.samples_seen):
         epoch = counters.epoch
         sampler.set_epoch(epoch)
@@ -307,7 +219,7 @@ def train(params: Params, stage: str, paths: RunPaths, *, progress: bool = True)
                    disable=not progress or rank != 0, leave=False)
         for block in bar:
             block = block.to(device, non_blocking=True)
-            considered = int(_all_reduce_sum(torch.tensor(len(block), device=device), world_size))
+            considered = int(all_reduce_sum(torch.tensor(len(block), device=device), world_size))
             batches, telemetry = selector.select(model, block, local_batch, step=counters.step, rank=rank,
                                                   world_size=world_size)
             counters.samples_considered += considered
@@ -315,8 +227,8 @@ def train(params: Params, stage: str, paths: RunPaths, *, progress: bool = True)
                 # under DDP a rank's share of a small selected batch can be empty: it still steps (on a
                 # sample of its block with zero weight), or the other ranks' gradient all-reduce would hang
                 empty = len(batch) == 0
-                loss, pixels, seen = _optimizer_step(net, optimizer, block.take(slice(0, 1)) if empty else batch,
-                                                     weights, run, bf16, device, world_size, contributes=not empty)
+                loss, pixels, seen = optimizer_step(net, optimizer, block.take(slice(0, 1)) if empty else batch,
+                                                    weights, run, bf16, device, world_size, contributes=not empty)
                 counters.step += 1
                 counters.samples_seen += seen
                 counters.pixels_seen += pixels
@@ -329,9 +241,9 @@ def train(params: Params, stage: str, paths: RunPaths, *, progress: bool = True)
                     for group in optimizer.param_groups:
                         group["lr"] = lr
                 if snapshots.due(counters.samples_seen):  # equal samples seen for every method
-                    metrics = validate()
+                    metrics = validate(val, state)
                     if rank == 0:
-                        snapshots.save(packed(metrics), counters.as_dict())
+                        snapshots.save(packed(model, params, label_set, metrics, counters.epoch), counters.as_dict())
                 if protocol.samples_seen is not None and counters.samples_seen >= protocol.samples_seen:
                     break
             bar.set_postfix(loss=f"{loss:.3f}")
@@ -340,38 +252,35 @@ def train(params: Params, stage: str, paths: RunPaths, *, progress: bool = True)
         counters.epoch = epoch + 1
 
         by_epoch = protocol.samples_seen is None and counters.epoch % run.val_every == 0
-        if (by_epoch or _finished(counters, run.epochs, protocol.samples_seen)) and validated_at != counters.samples_seen:
-            validate()
+        last = _finished(counters, run.epochs, protocol.samples_seen)
+        if (by_epoch or last) and state.validated_at != counters.samples_seen:
+            validate(val, state)
         tracker.flush()
         if rank == 0:
-            # the logs so far beside the checkpoint, first: a resumed run restores them and drops
-            # whatever was logged after the checkpoint it resumes from
-            _copy_tree(paths.metrics_dir, paths.checkpoint_dir / "metrics")
-            save_atomic({"digest": digest, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                         "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                         "selector": selector.state_dict(), "counters": counters.as_dict(), "best": best,
-                         "best_epoch": best_epoch, "history": history}, last_path)
+            save_checkpoint(last_path, digest, model=model, optimizer=optimizer, scheduler=scheduler, selector=selector,
+                            state=state, checkpoint_dir=paths.checkpoint_dir, metrics_dir=paths.metrics_dir)
 
     # ---- the final outputs: the kept model (best val, or last), its metrics as the run's summary, snapshots
     if rank == 0:
         paths.model_out.parent.mkdir(parents=True, exist_ok=True)
         if protocol.keep == "last":
-            best, best_epoch = history[-1], counters.epoch
-            save_atomic(packed(best), best_path)
+            state.best, state.best_epoch = state.history[-1], counters.epoch
+            save_atomic(packed(model, params, label_set, state.best, counters.epoch), best_path)
         save_atomic(torch.load(best_path, weights_only=True), paths.model_out)
         if paths.snapshots is not None:
-            _copy_tree(snapshots.folder, paths.snapshots)
+            copy_tree(snapshots.folder, paths.snapshots)
         # wall time goes to W&B only: in metrics.json it would differ at every run (cropseg.tracking.tracker)
         kept = "best" if protocol.keep == "best_val" else "final"
-        tracker.summary({f"{kept}/{k}": v for k, v in best.items() if "/" not in k}  # not the telemetry
-                        | {f"{kept}/epoch": best_epoch, "train_samples": len(train_set),
+        tracker.summary({f"{kept}/{k}": v for k, v in state.best.items() if "/" not in k}  # not the telemetry
+                        | {f"{kept}/epoch": state.best_epoch, "train_samples": len(train_set),
                            "wall_time_s": time.perf_counter() - started}
                         | selector.run_telemetry())
         tracker.log_outputs({"model": paths.model_out})
     tracker.close()
     if world_size > 1:
         dist.barrier()
-    return TrainResult(best, best_epoch, counters, time.perf_counter() - started, resumed_from, history)
+    return TrainResult(state.best, state.best_epoch, counters, time.perf_counter() - started, state.resumed_from,
+                       state.history)
 
 
 def _finished(counters: Counters, epochs: int, budget: int | None, *, within_epoch: bool = False) -> bool:
@@ -385,36 +294,6 @@ def cosine_factor(seen: int, budget: int) -> float:
     """Cosine decay from 1 to 0 over ``budget`` samples seen: the same learning rate at the same
     samples seen for every method, whatever its block size or steps."""
     return 0.5 * (1.0 + math.cos(math.pi * min(seen / budget, 1.0)))
-
-
-def _optimizer_step(net: torch.nn.Module, optimizer: torch.optim.Optimizer, batch, weights: torch.Tensor, run: Run,
-                    bf16: bool, device: torch.device, world_size: int, *,
-                    contributes: bool = True) -> tuple[float, int, int]:
-    """One optimiser step on ``batch`` in micro-batches; returns (loss, labelled pixels, samples), job-wide.
-
-    ``contributes=False``: this rank has no sample in the step; ``batch`` only keeps it in the
-    collective calls, with zero weight in the loss, the gradient and the counters."""
-    optimizer.zero_grad(set_to_none=True)
-    # normalise by the whole (all-rank) batch's pixel weight: accumulation and DDP give one big batch's gradient
-    share = 1.0 if contributes else 0.0
-    totals = torch.stack([weights[batch.y].sum(), (batch.y > 0).sum().float(), torch.tensor(float(len(batch)),
-                                                                                             device=device)]) * share
-    total_weight, pixels, samples = _all_reduce_sum(totals, world_size).tolist()
-    scale = share * world_size / max(total_weight, 1e-12)  # DDP averages gradients over ranks
-    loss_sum = torch.zeros((), device=device)
-    micro_batches = range(0, len(batch), run.physical_batch_size)
-    for i, start in enumerate(micro_batches):
-        micro = batch.take(slice(start, start + run.physical_batch_size))
-        sync = i == len(micro_batches) - 1 or not hasattr(net, "no_sync")
-        with (contextlib.nullcontext() if sync else net.no_sync()), autocast(bf16, device):
-            weighted, _ = parcel_nll(net(micro.x), micro.y, weights)
-            (weighted.sum() * scale).backward()
-        loss_sum += weighted.sum().detach() * share
-    if run.grad_clip > 0:
-        torch.nn.utils.clip_grad_norm_(net.parameters(), run.grad_clip)
-    optimizer.step()
-    loss = float(_all_reduce_sum(loss_sum, world_size)) / max(total_weight, 1e-12)
-    return loss, int(pixels), int(samples)
 
 
 def _read_inputs(paths: RunPaths, labels: str, uses_irreducible: bool) -> dict[str, Path | None]:
