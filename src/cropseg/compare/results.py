@@ -24,8 +24,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .statistics import Interval, auc, on_grid, paired_bootstrap, speedup
 from ..core.params import flatten
+from ..evaluate.curve_area import auc
+from .statistics import Interval, on_grid, paired_bootstrap, speedup
 
 CURVE_FILE = "metrics/evaluate/curve.csv"
 EVALUATE_METRICS = "metrics/evaluate/metrics.json"
