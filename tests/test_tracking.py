@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from cropseg.tracking.lineage import dvc_md5, missing_file_hint, remote_object_url
-from cropseg.tracking.wandb_run import read_offline_run
+from cropseg.tracking.offline_run import read_offline_run
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
