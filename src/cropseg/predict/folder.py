@@ -16,9 +16,13 @@ from __future__ import annotations
 import argparse
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..core.params import Params
 
 
-def folder_patches(folder: Path, work: Path, params) -> tuple[Path, Path, list[str]]:
+def folder_patches(folder: Path, work: Path, params: Params) -> tuple[Path, Path, list[str]]:
     """Fetch and compute the medians of an S4A folder under ``work``, as the pipeline's stages do.
 
     Args:
