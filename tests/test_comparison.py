@@ -4,7 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cropseg.compare.statistics import auc, first_reach, paired_bootstrap, speedup
+from cropseg.compare.statistics import first_reach, paired_bootstrap, speedup
+from cropseg.evaluate.curve_area import auc
 from cropseg.compare.results import Experiment, ReportError, build_regimes, regime_key
 from cropseg.core.params import flatten
 

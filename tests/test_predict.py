@@ -1,9 +1,11 @@
 """The predict stage: georeferenced COGs on the patch footprint, equal to the evaluate stage's
 predictions, VRT mosaics that read back as the patches, legend and QGIS style, both S4A attribute
-layouts, byte-identical reruns, and the stage command on an S4A folder."""
+layouts, byte-identical reruns, and the folder command (``python -m cropseg.predict.folder``) on an
+S4A folder."""
 
 import csv
 import hashlib
+import os
 import shutil
 import subprocess
 import sys
@@ -206,7 +208,14 @@ def test_a_patch_without_medians_is_a_clear_error(world, tmp_path):
     assert not (tmp_path / "x").exists()
 
 
-def test_stage_command_on_an_s4a_folder(world, tmp_path):
+def _folder_command(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """``python -m cropseg.predict.folder ARGS`` with this checkout's package first on the path."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO / "src"), os.environ.get("PYTHONPATH")]))}
+    return subprocess.run([sys.executable, "-m", "cropseg.predict.folder", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True)
+
+
+def test_folder_command_on_an_s4a_folder(world, tmp_path):
     root, paths, _ = world
     folder = tmp_path / "s4a"
     folder.mkdir()
@@ -214,19 +223,23 @@ def test_stage_command_on_an_s4a_folder(world, tmp_path):
         _move_attributes_to_variable(root / "netcdf" / relpath, folder / Path(relpath).name)
     (tmp_path / "params.yaml").write_text("medians: {workers: 1}\ntrain: {physical_batch_size: 3, batch_size: 3, "
                                           "device: cpu, precision: '32'}\n")
-    done = subprocess.run([sys.executable, str(REPO / "stages" / "predict.py"), "--params", "params.yaml",
-                           "--model", str(root / "model.pt"), "--patches", str(folder), "--out", "maps",
-                           "--preview", "", "--batch-size", "4"], cwd=tmp_path, capture_output=True, text=True)
+    done = _folder_command("--params", "params.yaml", "--model", str(root / "model.pt"), "--patches", str(folder),
+                           "--out", "maps", "--preview", "", "--batch-size", "4", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("predict: 2 patches")
     for relpath in paths[:2]:  # batches of one whole patch (4 sub-patches), as the reference: the same bits
         with rasterio.open(tmp_path / "maps" / cog_relpath(relpath)) as cog, \
                 rasterio.open(_run_reference(root, relpath, tmp_path)) as ref:
             np.testing.assert_array_equal(cog.read(), ref.read())
-    bad = subprocess.run([sys.executable, str(REPO / "stages" / "predict.py"), "--params", "params.yaml",
-                          "--model", str(root / "model.pt"), "--patches", str(tmp_path / "empty")],
-                         cwd=tmp_path, capture_output=True, text=True)
+    bad = _folder_command("--params", "params.yaml", "--model", str(root / "model.pt"),
+                          "--patches", str(tmp_path / "empty"), cwd=tmp_path)
     assert bad.returncode == 1 and "predict: error:" in bad.stderr and "empty" in bad.stderr
+
+
+def test_stage_points_patches_to_the_folder_command(tmp_path):
+    done = subprocess.run([sys.executable, str(REPO / "stages" / "predict.py"), "--patches", str(tmp_path)],
+                          cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 2 and "python -m cropseg.predict.folder --patches" in done.stderr
 
 
 def _run_reference(root: Path, relpath: str, tmp_path: Path) -> Path:

@@ -15,7 +15,7 @@ import pytest
 
 from cropseg.core.workspace import missing_file_hint
 from cropseg.tracking.lineage import dvc_md5, remote_object_url
-from cropseg.tracking.wandb_run import read_offline_run
+from cropseg.tracking.offline_run import read_offline_run
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

@@ -356,7 +356,7 @@ def test_wandb_runs_record_the_inputs_each_run_read(workspace, tmp_path, monkeyp
     (DVC md5, as in dvc.lock), its name and group, and the model as a file artifact, staged nowhere
     but in the run's folder."""
     from cropseg.tracking.lineage import dvc_md5
-    from cropseg.tracking.wandb_run import read_offline_run
+    from cropseg.tracking.offline_run import read_offline_run
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path / "root"))

@@ -1,4 +1,4 @@
-"""The report of a selection-method grid, built from ``dvc exp show --json``.
+"""The results of a selection-method grid, read from ``dvc exp show --json`` and summarised per regime.
 
 Every DVC experiment is one (regime, method, block size, seed) point. The experiments are read
 from the JSON of ``dvc exp show --json`` (params and metrics) and each one's learning curve
@@ -6,7 +6,8 @@ from its own commit (``git show <rev>:metrics/evaluate/curve.csv``: DVC leaves l
 the metrics it shows). They are grouped into *regimes* (every param but the method, the block
 size and the seed), paired by ``train.seed`` with uniform (and with ``loss`` at the same block
 size) and summarised with paired-bootstrap intervals (:mod:`cropseg.compare.statistics`). A method is
-called better only where the interval of its paired difference excludes 0.
+called better only where the interval of its paired difference excludes 0. This module writes
+nothing: :mod:`cropseg.compare.report` writes the report of the regimes built here.
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .statistics import Interval, auc, on_grid, paired_bootstrap, speedup
 from ..core.params import flatten
+from ..evaluate.curve_area import auc
+from .statistics import Interval, on_grid, paired_bootstrap, speedup
 
 CURVE_FILE = "metrics/evaluate/curve.csv"
 EVALUATE_METRICS = "metrics/evaluate/metrics.json"

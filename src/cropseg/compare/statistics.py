@@ -1,10 +1,10 @@
-"""The statistics of a selection-method comparison: curve area, speed-up, paired bootstrap.
+"""The statistics of a selection-method comparison: speed-up, curves on a common grid, paired bootstrap.
 
-Pure numpy on learning curves (test weighted F1 against samples seen, one per seed), used by the
-evaluate stage (the area of one run) and by ``experiments/report.py`` (the grid). Definitions:
+Pure numpy on learning curves (test weighted F1 against samples seen, one per seed), used by
+:mod:`cropseg.compare.results` for ``experiments/report.py`` (the grid). Definitions:
 
-* **AUC**: trapezoidal area under F1 vs samples seen, divided by the samples-seen span: the mean
-  F1 over training, in F1 units, comparable across runs of the same budget.
+* **AUC**: :func:`cropseg.evaluate.curve_area.auc`, the evaluate stage's own definition, so
+  that the comparison and ``dvc exp show`` report the same number.
 * **Speed-up** (as Mindermann et al., 2022, compute it, sec. 5: "epochs needed to reach a
   target accuracy" relative to uniform): the target is uniform's final seed-mean F1; for uniform
   and for the method, the samples seen until the *seed-mean* curve first reaches it (linear
@@ -22,16 +22,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-
-
-def auc(seen: np.ndarray, f1: np.ndarray) -> float:
-    """Mean F1 over the samples-seen span (trapezoidal area / span); one point: that F1."""
-    seen, f1 = np.asarray(seen, dtype=np.float64), np.asarray(f1, dtype=np.float64)
-    if len(seen) == 0:
-        return float("nan")
-    if len(seen) == 1 or seen[-1] == seen[0]:
-        return float(f1[-1])
-    return float(np.sum((f1[1:] + f1[:-1]) * np.diff(seen)) / 2.0 / (seen[-1] - seen[0]))
 
 
 def first_reach(seen: np.ndarray, f1: np.ndarray, target: float) -> float:

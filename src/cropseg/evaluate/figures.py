@@ -1,9 +1,9 @@
-"""The stages' pictures: confusion matrix, F1 per class and previews of test patches (evaluate),
-the prediction mosaic beside the labels (predict).
+"""The evaluate stage's pictures: confusion matrix, F1 per class and previews of test patches.
 
 Kept apart from the stage (:mod:`cropseg.evaluate.stage`) so that the scoring reads without the
 matplotlib layout code; matplotlib is imported inside the functions and set to the Agg backend
-(no display needed), so importing this module costs nothing.
+(:func:`cropseg.core.plotting.pyplot`), so importing this module costs nothing. The classes have
+the colours of :func:`cropseg.core.plotting.class_colours`, as in the predict stage's crop maps.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..core.atomic import atomic_file
+from ..core.plotting import class_colours, pyplot
 from ..nn.dataset import SubPatchDataset
 from ..split.labels import LabelSet
 from ..medians.store_reader import open_patch
@@ -22,31 +22,7 @@ from .page import fmt
 from ..medians.subpatches import stitch
 
 RGB_BANDS = ("B04", "B03", "B02")
-BACKGROUND_COLOUR = "#d9d9d9"
 CORRECT_COLOUR, WRONG_COLOUR, IGNORED_COLOUR = "#c7e9c0", "#111111", "#ffffff"  # apart from the class colours
-PREVIEW_MAX_SIDE = 1200  # pixels of the predict stage's mosaic overview
-Bounds = tuple[float, float, float, float]  # left, bottom, right, top in the mosaic's CRS
-
-
-def pyplot():
-    """``matplotlib.pyplot`` on the Agg backend (imported here, on first use)."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def class_colours(n_classes: int) -> np.ndarray:
-    """RGB (n_classes, 3) floats: background light grey, then tab20's strong colours first."""
-    import matplotlib
-
-    tab20 = matplotlib.colormaps["tab20"].colors
-    order = list(range(0, 20, 2)) + list(range(1, 20, 2))
-    colours = [matplotlib.colors.to_rgb(BACKGROUND_COLOUR)]
-    colours += [tab20[order[(k - 1) % 20]] for k in range(1, n_classes)]
-    return np.asarray(colours, dtype=float)
 
 
 def _compact(count: int) -> str:
@@ -216,70 +192,4 @@ def plot_previews(previews: list[tuple[int, np.ndarray, np.ndarray]], dataset: S
                frameon=False, title="errors", title_fontsize=8)
     fig.suptitle(title, fontsize=11, y=1 - 0.2 / height)
     fig.savefig(path)
-    plt.close(fig)
-
-
-def plot_mosaic(vrt: Path, bounds: dict[str, Bounds], truth: dict[str, np.ndarray], names: tuple[str, ...],
-                colours: np.ndarray, path: Path, title: str, zoomed: int = 2) -> None:
-    """The mosaic read back through its VRT (nearest, at most PREVIEW_MAX_SIDE px) beside the labels,
-    then up to ``zoomed`` of its patches at full resolution (also read through the VRT); ``bounds``: each
-    patch's box in the mosaic's CRS (:attr:`cropseg.s4a.grid.PatchGrid.bounds`).
-
-    Args:
-        vrt: the tile-year mosaic.
-        bounds: patch path -> its box, for every patch of the mosaic.
-        truth: patch path -> its full-patch label map (model classes), for the same patches.
-        names: the class names, background first.
-        colours: RGB in 0..1, one row per class.
-        path: the PNG to write (atomically; folders are created).
-        title: the start of each overview panel's title.
-        zoomed: how many patches (the first by path) to show at full resolution.
-    """
-    import rasterio
-    from matplotlib.colors import ListedColormap
-    from matplotlib.patches import Patch, Rectangle
-    from rasterio.enums import Resampling
-    from rasterio.windows import from_bounds
-
-    shown = sorted(bounds)[:zoomed]
-    with rasterio.open(vrt) as mosaic:
-        step = max(1, math.ceil(max(mosaic.width, mosaic.height) / PREVIEW_MAX_SIDE))
-        shape = (math.ceil(mosaic.height / step), math.ceil(mosaic.width / step))
-        predicted = mosaic.read(1, out_shape=shape, resampling=Resampling.nearest)
-        left, top, xres, yres = mosaic.transform.c, mosaic.transform.f, mosaic.transform.a, mosaic.transform.e
-        patches = {r: mosaic.read(1, window=from_bounds(*bounds[r], transform=mosaic.transform))
-                   for r in shown}
-    labels = np.zeros(shape, dtype=np.uint8)
-    for relpath, box in bounds.items():
-        row0 = int(round((box[3] - top) / yres)) // step
-        col0 = int(round((box[0] - left) / xres)) // step
-        part = truth[relpath][::step, ::step]
-        h, w = min(part.shape[0], shape[0] - row0), min(part.shape[1], shape[1] - col0)
-        labels[row0:row0 + h, col0:col0 + w] = part[:h, :w]
-    plt = pyplot()
-    cmap = ListedColormap(np.vstack([[1.0, 1.0, 1.0], colours[1:]]))  # no data white, classes in their colours
-    style = {"cmap": cmap, "vmin": 0, "vmax": len(names) - 1, "interpolation": "nearest"}
-    km = 1000.0
-    extent = (left / km, (left + xres * step * shape[1]) / km, (top + yres * step * shape[0]) / km, top / km)
-    fig, axes = plt.subplots(1 + len(shown), 2, figsize=(11, 5.2 + 4.6 * len(shown)), squeeze=False,
-                             constrained_layout=True)
-    for ax, image, name in ((axes[0, 0], predicted, "prediction (mosaic VRT)"), (axes[0, 1], labels, "labels")):
-        ax.imshow(image, extent=extent, **style)
-        for box in bounds.values():  # patch footprints, so that small patches on a large tile stay visible
-            x0, y0, x1, y1 = (b / km for b in box)
-            ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor="black", linewidth=0.8))
-        ax.set_title(f"{title}: {name}")
-        ax.set_xlabel("easting (km)")
-        ax.set_ylabel("northing (km)")
-    for row, relpath in enumerate(shown, start=1):
-        x0, y0, x1, y1 = (b / km for b in bounds[relpath])
-        for col, (image, name) in enumerate(((patches[relpath], "prediction"), (truth[relpath], "labels"))):
-            axes[row, col].imshow(image, extent=(x0, x1, y0, y1), **style)
-            axes[row, col].set_title(f"{Path(relpath).stem}: {name}", fontsize=10)
-    present = sorted((set(np.unique(predicted).tolist()) | set(np.unique(labels).tolist())) - {0})
-    handles = [Patch(color=colours[k], label=names[k]) for k in present]
-    fig.legend(handles=handles, loc="outside lower center", ncol=min(6, max(1, len(handles))), frameon=False)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_file(path, "wb") as handle:
-        fig.savefig(handle, format="png", dpi=90, metadata={"Software": None})
     plt.close(fig)

@@ -2,7 +2,7 @@
 
 Each snapshot (:mod:`cropseg.nn.snapshots`) is run over the test sub-patches and scored against the
 synthetic generator's clean labels where they exist (``against: clean``), else against the labels
-(``against: labels``, e.g. on the real S4A). The curve's area (:func:`cropseg.compare.statistics.auc`)
+(``against: labels``, e.g. on the real S4A). The curve's area (:func:`cropseg.evaluate.curve_area.auc`)
 and last point are DVC metrics; the points are ``metrics/evaluate/curve.csv`` (a DVC plot). The
 irreducible-loss model is scored the same way: an IL model that has not learnt the classes ranks
 samples by their noise and by nothing else, so its own clean-test F1 belongs in every comparison.
@@ -19,11 +19,11 @@ import torch
 from tqdm import tqdm
 
 from ..nn.checkpoint import load_model
-from ..compare.statistics import auc
 from ..nn.dataset import SubPatchDataset
 from ..nn.metrics import ConfusionMatrix
 from ..nn.scoring import predict, sequential_loader
 from ..nn.snapshots import read_index
+from .curve_area import auc
 
 CURVE_COLUMNS = ["point", "samples_seen", "step", "accuracy", "weighted_f1", "macro_f1"]
 

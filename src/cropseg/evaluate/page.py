@@ -22,9 +22,9 @@ def fmt(value: float | None, digits: int = 4) -> str:
     return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
 
 
-def report(metrics: dict[str, Any], classes: pd.DataFrame, scores: pd.DataFrame, model_path: Path,
+def report_page(metrics: dict[str, Any], classes: pd.DataFrame, scores: pd.DataFrame, model_path: Path,
            split_name: str = "test", outputs: dict[str, str] | None = None) -> str:
-    """``report.md``: the headline, per-class table, pictures (relative links) and the worst patches.
+    """The text of ``report.md``: the headline, per-class table, pictures (relative links), worst patches.
 
     Args:
         metrics: the evaluate stage's ``metrics.json`` (``test``, optional ``clean``, ``model``,

@@ -35,7 +35,7 @@ from ..split.labels import LabelSet
 from .learning_curve import CURVE_COLUMNS, curve_metrics, score_model, score_snapshots
 from ..nn.metrics import scores_from_confusion
 from ..nn.precision import pick_device, use_bf16
-from .page import fmt, report
+from .page import fmt, report_page
 from ..nn.scoring import SplitConfusion, predict, sequential_loader
 from ..nn.snapshots import read_index
 from ..medians.subpatches import PatchCanvas, cut
@@ -327,4 +327,4 @@ def write_outputs(out: Path, *, metrics: dict[str, Any], noisy: SplitConfusion, 
     plot_per_class_f1(classes, out / "per_class_f1.png", f"F1 per class, {split_name} split")
     plot_previews(previews, dataset, label_set, scores, out / "previews.png",
                   f"{split_name.capitalize()} patches: sub-patches stitched back to the full patch")
-    (out / "report.md").write_text(report(metrics, classes, scores, model_path, split_name, OUTPUTS))
+    (out / "report.md").write_text(report_page(metrics, classes, scores, model_path, split_name, OUTPUTS))

@@ -13,8 +13,8 @@ and written on the patch's own grid (CRS and transform of its ``labels`` raster,
     legend.csv  legend.qml                        class values, names, colours; the QGIS style
     index.csv                                     patch, GeoTIFF, CRS, bounds, pixels per class
 
-and a picture (``preview``): the tile-year mosaic with the most patches, read back through its
-VRT, beside its labels.
+and a picture (``preview``, :mod:`cropseg.predict.mosaic`): the tile-year mosaic with the most
+patches, read back through its VRT, beside its labels.
 """
 
 from __future__ import annotations
@@ -32,9 +32,10 @@ import torch
 from ..core.atomic import atomic_dir
 from ..nn.checkpoint import load_model
 from ..nn.dataset import SubPatchDataset
-from ..evaluate.figures import class_colours, plot_mosaic
+from ..core.plotting import class_colours
 from ..s4a.grid import PatchGrid, read_patch_grid
 from .geotiff import confidence_uint8, legend_csv, qgis_style, write_patch_cog, write_text, write_vrt
+from .mosaic import plot_mosaic
 from ..split.labels import LabelSet
 from ..nn.precision import pick_device, use_bf16
 from ..s4a.netcdf import parse_patch_name

@@ -1,4 +1,4 @@
-"""Experiment tracking: DVCLive for ``dvc exp show`` / ``dvc plots``, mirrored to Weights & Biases.
+"""A training run's tracking (train, train_holdout): DVCLive metrics and plots, mirrored to W&B.
 
 DVCLive writes under the stage's metrics folder with ``dvcyaml=False`` (metrics and plots are
 declared in dvc.yaml by hand: DVCLive's default rewrites dvc.yaml). DVCLive gets only the
