@@ -31,7 +31,7 @@ Measured, per size and layout:
   DVC's own start-up (``dvc status`` in a repo tracking nothing, ~0.6-0.9 s here), which no store
   layout can remove.
 
-Goals (issue 11) are printed as ratios at the end.
+The design goals are printed as ratios at the end.
 """
 
 from __future__ import annotations

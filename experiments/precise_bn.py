@@ -5,7 +5,7 @@ against batch statistics, over seeds, with the pipeline's own stage functions.
     python experiments/precise_bn.py --seeds 0 --epochs 2 --holdout-epochs 2   # a smoke run
 
 A reduced setting of the default pipeline, small enough for a shared 2-core machine: the data of
-the issue's one-seed check (8 synthetic patches on 2 tiles x 2 years, ``random_80_10_10``: 6
+the first one-seed check (8 synthetic patches on 2 tiles x 2 years, ``random_80_10_10``: 6
 train / 1 val / 1 test patches), a U-Net of width 8 instead of 16, uniform for ``--epochs`` (15)
 epochs and rho_loss (block 2) for twice as many (equal samples seen), the holdout model for 20
 epochs. Per seed (``train.seed``; data and split fixed):
@@ -67,7 +67,7 @@ def main() -> int:
     raw["tracking"]["wandb"] = "disabled"
     raw["holdout"]["epochs"] = args.holdout_epochs
     raw["holdout"]["val_every"] = args.holdout_val_every
-    raw["data"]["tiles"] = ["31TCG", "31TCJ"]  # the data of the one-seed check: 8 patches, 6/1/1
+    raw["data"]["tiles"] = ["31TCG", "31TCJ"]  # the data of the first one-seed check: 8 patches, 6/1/1
     raw["model"]["width"] = args.width
     work = args.work
     work.mkdir(parents=True, exist_ok=True)

@@ -39,16 +39,13 @@ def main() -> int:
     from cropseg.core.params import load_params
     from cropseg.core.stage_cli import run_stage
     from cropseg.nn.dataset import read_split_list
-    from cropseg.predict.stage import predict_patches
+    from cropseg.predict.stage import predict_with_params
 
     def body():
-        params = load_params(args.params)
-        return predict_patches(model_path=Path(args.model), medians=Path(args.medians), netcdf=Path(args.netcdf),
-                               patch_list=read_split_list(args.split), out=Path(args.out),
-                               preview=Path(args.preview) if args.preview else None,
-                               device=params.train.device, precision=params.train.precision,
-                               batch_size=args.batch_size or params.train.physical_batch_size,
-                               workers=params.loader.workers, label_set_name=params.labels)
+        return predict_with_params(load_params(args.params), model_path=Path(args.model), medians=Path(args.medians),
+                                   netcdf=Path(args.netcdf), patch_list=read_split_list(args.split),
+                                   out=Path(args.out), preview=Path(args.preview) if args.preview else None,
+                                   batch_size=args.batch_size)
 
     return run_stage("predict", body, errors=(FileNotFoundError,))
 

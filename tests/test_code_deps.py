@@ -26,7 +26,7 @@ def _scratch(tmp_path: Path) -> Path:
 def test_every_stage_lists_exactly_the_modules_it_imports():
     assert problems(REPO) == []
     deps = expected_deps(REPO)
-    # the ones the issue found missing by hand
+    # modules once missing from the hand-written lists
     for module in ("nn/checkpoint", "nn/models", "nn/scoring", "selection/selector", "nn/precision", "split/labels",
                    "core/params", "core/atomic"):
         assert f"src/cropseg/{module}.py" in deps["irreducible_loss"], module

@@ -12,23 +12,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from tiny_pipeline import tiny_params
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-TINY = {"data": {"years": [2019], "synthetic": {"patches": 4, "patch_size": 122, "acquisitions": 12,
-                                                 "parcels": 30}},
-        "medians": {"workers": 1}, "split": {"workers": 1},
-        "model": {"width": 4, "depth": 1, "precise_bn_samples": 8},
-        "holdout": {"epochs": 2, "batch_size": 4, "physical_batch_size": 4},
-        "train": {"batch_size": 4, "physical_batch_size": 4, "allow_degenerate_split": True}}
-
-
-def _merge(base: dict, extra: dict) -> dict:
-    for key, value in extra.items():
-        base[key] = _merge(base.get(key, {}), value) if isinstance(value, dict) else value
-    return base
-
-
 @pytest.fixture
 def tiny_repo(tmp_path: Path) -> tuple[Path, dict]:
     for name in ("src", "stages", "configs", "experiments"):
@@ -36,7 +23,7 @@ def tiny_repo(tmp_path: Path) -> tuple[Path, dict]:
     for name in ("dvc.yaml", ".gitignore", ".dvcignore"):
         if (REPO / name).exists():
             shutil.copy(REPO / name, tmp_path / name)
-    params = _merge(yaml.safe_load((REPO / "params.yaml").read_text()), TINY)
+    params = tiny_params()
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = {k: v for k, v in os.environ.items() if not k.startswith("DVC_")}
     env |= {"PATH": f"{BIN}{os.pathsep}{env['PATH']}", "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled",

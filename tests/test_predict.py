@@ -232,7 +232,9 @@ def test_folder_command_on_an_s4a_folder(world, tmp_path):
                 rasterio.open(_run_reference(root, relpath, tmp_path)) as ref:
             np.testing.assert_array_equal(cog.read(), ref.read())
     bad = _folder_command("--params", "params.yaml", "--model", str(root / "model.pt"),
-                          "--patches", str(tmp_path / "empty"), cwd=tmp_path)
+                          "--patches", str(tmp_path / "empty"), "--out", "none", cwd=tmp_path)
+    missing_out = _folder_command("--patches", str(folder), cwd=tmp_path)  # never into the stage's data/predictions
+    assert missing_out.returncode == 2 and "--out" in missing_out.stderr
     assert bad.returncode == 1 and "predict: error:" in bad.stderr and "empty" in bad.stderr
 
 

@@ -16,17 +16,12 @@ import sys
 from pathlib import Path
 
 import yaml
+from tiny_pipeline import tiny_params
 
 from cropseg.core.code_deps import expected_deps
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-TINY = {"data": {"years": [2019], "synthetic": {"patches": 4, "patch_size": 122, "acquisitions": 12,
-                                                 "parcels": 30}},
-        "medians": {"workers": 1}, "split": {"workers": 1},
-        "model": {"width": 4, "depth": 1, "precise_bn_samples": 8},
-        "holdout": {"epochs": 1, "batch_size": 4, "physical_batch_size": 4},
-        "train": {"epochs": 1, "batch_size": 4, "physical_batch_size": 4, "allow_degenerate_split": True}}
 # Modules a stage runs only under another value of one of its params: DVC cannot make a dep depend on
 # a param, and leaving them out would let an edit to them go unnoticed when that value is chosen.
 OTHER_PARAM_VALUES = {
@@ -34,12 +29,6 @@ OTHER_PARAM_VALUES = {
                   "src/cropseg/fetch/huggingface.py"],
 }
 IMPORT_LINE = re.compile(r"^import time:\s+\d+\s+\|\s+\d+\s+\|\s*(cropseg(?:\.[\w.]+)?)\s*$")
-
-
-def _merge(base: dict, extra: dict) -> dict:
-    for key, value in extra.items():
-        base[key] = _merge(base.get(key, {}), value) if isinstance(value, dict) else value
-    return base
 
 
 def _module_path(name: str) -> str:
@@ -52,7 +41,7 @@ def test_each_stage_imports_every_module_it_lists(tmp_path):
     for name in ("src", "stages", "configs"):
         shutil.copytree(REPO / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     shutil.copy(REPO / "dvc.yaml", tmp_path / "dvc.yaml")
-    params = _merge(yaml.safe_load((REPO / "params.yaml").read_text()), TINY)
+    params = tiny_params(holdout={"epochs": 1}, train={"epochs": 1})
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DVC_", "WANDB_"))}
     # W&B as by default (offline, files under tmp): its lazily imported tracking code is on the default path

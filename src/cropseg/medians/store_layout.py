@@ -21,7 +21,7 @@ Layout::
   reading whole shards, and adding a tile-year adds shards without changing the bytes of the
   others (DVC stores and pushes only the new ones).
 * **Why 4 GiB**: big enough that a 366 px patch (4 bands, 12 months, float32: 26 MB) packs ~160
-  to a shard, so 250,000 patches make ~1,600 files (the issue's bound is patches / 100 + 10); small
+  to a shard, so 250,000 patches make ~1,600 files (the design bound on the file count is patches / 100 + 10); small
   enough that DVC hashes a shard in seconds, a failed ``dvc push`` re-sends at most 4 GiB, and it
   fits every object store's single-object limit (S3: 5 TB) and any file system but FAT32.
 * **Index**: ``patches.npy`` is a numpy structured array (``np.load`` reads 250,000 rows in

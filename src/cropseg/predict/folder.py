@@ -66,27 +66,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--patches", type=Path, required=True, help="an S4A folder (any layout)")
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--model", default="models/model.pt", help="model file (default: %(default)s)")
-    parser.add_argument("--out", default="data/predictions", help="output folder (default: %(default)s)")
-    parser.add_argument("--preview", default="metrics/predict/mosaic.png",
-                        help="PNG of a tile-year mosaic beside its labels (default: %(default)s; '' for none)")
+    # no defaults into the DVC stage's outputs: a map of another folder must not overwrite data/predictions
+    parser.add_argument("--out", type=Path, required=True, help="output folder (replaced)")
+    parser.add_argument("--preview", default="", help="PNG of a tile-year mosaic beside its labels (default: none)")
     parser.add_argument("--batch-size", type=int, help="sub-patches per forward pass (default: params "
                                                        "train.physical_batch_size, as the evaluate stage)")
     args = parser.parse_args(argv)
 
     from ..core.params import load_params
     from ..core.stage_cli import run_stage
-    from .stage import predict_patches
+    from .stage import predict_with_params
 
     def body():
         params = load_params(args.params)
         with tempfile.TemporaryDirectory(prefix="predict-") as work:
             netcdf, medians, patch_list = folder_patches(args.patches, Path(work), params)
-            return predict_patches(model_path=Path(args.model), medians=medians, netcdf=netcdf,
-                                   patch_list=patch_list, out=Path(args.out),
-                                   preview=Path(args.preview) if args.preview else None,
-                                   device=params.train.device, precision=params.train.precision,
-                                   batch_size=args.batch_size or params.train.physical_batch_size,
-                                   workers=params.loader.workers, label_set_name=params.labels)
+            return predict_with_params(params, model_path=Path(args.model), medians=medians, netcdf=netcdf,
+                                       patch_list=patch_list, out=Path(args.out),
+                                       preview=Path(args.preview) if args.preview else None,
+                                       batch_size=args.batch_size)
 
     return run_stage("predict", body, errors=(FileNotFoundError,))
 

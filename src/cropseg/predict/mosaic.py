@@ -24,7 +24,7 @@ def plot_mosaic(vrt: Path, bounds: dict[str, Bounds], truth: dict[str, np.ndarra
                 colours: np.ndarray, path: Path, title: str, zoomed: int = 2) -> None:
     """The mosaic read back through its VRT (nearest, at most PREVIEW_MAX_SIDE px) beside the labels,
     then up to ``zoomed`` of its patches at full resolution (also read through the VRT); ``bounds``: each
-    patch's box in the mosaic's CRS (:attr:`cropseg.s4a.georef.PatchGrid.bounds`).
+    patch's box in the mosaic's CRS (:attr:`cropseg.s4a.grid.PatchGrid.bounds`).
 
     Args:
         vrt: the tile-year mosaic.

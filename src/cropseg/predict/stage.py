@@ -25,6 +25,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -41,6 +42,9 @@ from ..nn.precision import pick_device, use_bf16
 from ..s4a.netcdf import parse_patch_name
 from ..nn.scoring import predict
 from ..medians.subpatches import stitch
+
+if TYPE_CHECKING:
+    from ..core.params import Params
 
 
 
@@ -106,6 +110,26 @@ def _check_grids(patch_list: list[str], grids: dict[str, PatchGrid], dataset: Su
     if bad:
         raise PredictError(f"the labels raster of {len(bad)} patch(es) is not the {side_y}x{side_x} pixels the "
                            f"medians store cut, e.g. {bad[0]}")
+
+
+def predict_with_params(params: Params, *, model_path: Path, medians: Path, netcdf: Path, patch_list: list[str],
+                        out: Path, preview: Path | None, batch_size: int | None = None) -> PredictResult:
+    """:func:`predict_patches` with device, precision, batch size, workers and label set from params,
+    as the evaluate stage takes them (``train.*``, ``loader.workers``, ``labels``): the one place the
+    predict stage and ``python -m cropseg.predict.folder`` read them.
+
+    Args:
+        params: the pipeline's params.
+        model_path, medians, netcdf, patch_list, out, preview: as :func:`predict_patches`.
+        batch_size: sub-patches per forward pass; ``None``: ``train.physical_batch_size``.
+
+    Returns:
+        What :func:`predict_patches` returns.
+    """
+    return predict_patches(model_path=model_path, medians=medians, netcdf=netcdf, patch_list=patch_list, out=out,
+                           preview=preview, device=params.train.device, precision=params.train.precision,
+                           batch_size=batch_size or params.train.physical_batch_size,
+                           workers=params.loader.workers, label_set_name=params.labels)
 
 
 def predict_patches(*, model_path: Path, medians: Path, netcdf: Path, patch_list: list[str], out: Path,
