@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 from pathlib import Path
 
 from .dvc_state import dvc_state_md5s
@@ -39,18 +40,24 @@ def file_md5(path: str | Path) -> str:
 
 
 def _files(path: str) -> dict[str, tuple[str, os.stat_result]]:
-    """abs path -> (relpath in POSIX form, stat) of every file under ``path`` (following file links,
-    not descending into linked folders, as ``Path.rglob`` and DVC's walk do)."""
+    """abs path -> (relpath in POSIX form, stat) of every file under ``path`` (following links to
+    files, not descending into links to folders, as ``Path.rglob`` and DVC's walk do; broken links
+    are skipped, as DVC does)."""
     files = {}
-    for folder, _, names in os.walk(path):
-        for name in names:
-            full = os.path.join(folder, name)
-            try:
-                st = os.stat(full)
-            except OSError:  # a broken link: DVC skips it too
-                continue
-            if os.path.isfile(full):
-                files[full] = (os.path.relpath(full, path).replace(os.sep, "/"), st)
+    folders = [(path, "")]
+    while folders:
+        folder, prefix = folders.pop()
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    folders.append((entry.path, f"{prefix}{entry.name}/"))
+                    continue
+                try:
+                    st = entry.stat()  # follows a link; cached by scandir for a plain file
+                except OSError:
+                    continue
+                if stat.S_ISREG(st.st_mode):
+                    files[entry.path] = (prefix + entry.name, st)
     return files
 
 
