@@ -6,10 +6,16 @@ byte to recompute that costs the size of the input at disk speed on every run (3
 ~20 min for the medians of 15,000 real patches). A file's md5 is taken instead from, in order:
 
 1. the stage's own memo (:mod:`cropseg.tracking.hash_cache`: ``(dev, inode)`` -> md5 while size
-   and mtime are unchanged): no DVC import, ~1 ms for one file, ~0.1 s per 10,000 files;
+   and mtime are unchanged): no DVC import; measured 0.2 ms for a file (50 GiB or 5 GiB alike),
+   ~20 µs per file of a folder (2,000 files: 43 ms);
 2. DVC's state database (:mod:`cropseg.tracking.dvc_state`): what DVC computed before it ran the
-   stage; ~0.4 s (importing DVC), so asked only for files the memo lacks;
-3. reading the file (:func:`file_md5`), then remembered in the memo.
+   stage; 0.5 s for 3 files, 0.9-1.2 s for 2,000 (importing DVC and opening the repository
+   dominate), so it is asked only for the files the memo lacks, and what it answers is memoised;
+3. reading the file (:func:`file_md5`; 174-321 MB/s here), then remembered in the memo.
+
+Why both and in that order: DVC's state alone already spares every read when DVC ran the stage,
+but costs ~1 s per stage and knows nothing of a stage run by hand or of files outside the DVC
+repository; the memo alone would read each new version of an input once more after DVC did.
 
 Both caches decide "unchanged" by the same facts DVC uses (inode, size, mtime), so a file edited,
 replaced or truncated since is read again, and a directory's ``.dir`` hash is rebuilt from
