@@ -9,21 +9,22 @@ So:
 * :func:`run_group` is the DVC experiment name, else the git revision: one W&B group per experiment;
 * :func:`dvc_md5` hashes an input the way DVC 3 does (``hash: md5`` in ``dvc.lock``: md5 of a
   file's bytes; for a directory, md5 of the JSON list of its files' ``{md5, relpath}`` sorted by
-  path, plus ``.dir``), computed by the stage on what *this* run read rather than read from a
-  ``dvc.lock`` that still holds the previous run's hashes.
+  path, plus ``.dir``), for what *this* run read rather than read from a ``dvc.lock`` that still
+  holds the previous run's hashes; files DVC or an earlier run already hashed and that are unchanged
+  are not read again (:mod:`cropseg.tracking.content_hash`).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
 
 from ..core.workspace import git, repo_root
+from .content_hash import dvc_md5, file_md5  # noqa: F401  (the lineage API: recorded input hashes)
+from .hash_cache import HashCache
 
-CHUNK = 1 << 20
 DIRTY_IGNORED = ("dvc.lock", "metrics", "params.yaml")  # written by DVC, the stages, `-S` (params are recorded)
 
 
@@ -63,30 +64,18 @@ def run_group(state: Mapping[str, object] | None = None) -> str:
     return f"{str(revision)[:7]}{'-dirty' if state.get('dirty') else ''}"
 
 
-def file_md5(path: str | Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def dvc_md5(path: str | Path) -> str:
-    """The md5 DVC 3 records for ``path`` in ``dvc.lock`` (``.dir``-suffixed for a directory)."""
-    path = Path(path)
-    if not path.is_dir():
-        return file_md5(path)
-    entries = [{"md5": file_md5(p), "relpath": p.relative_to(path).as_posix()}
-               for p in path.rglob("*") if p.is_file()]
-    entries.sort(key=lambda e: e["relpath"])
-    listing = json.dumps(entries, sort_keys=True).encode()
-    return hashlib.md5(listing).hexdigest() + ".dir"
-
-
 def input_hashes(inputs: Mapping[str, str | Path | None]) -> dict[str, str | None]:
-    """``{name: dvc_md5}`` of every input that exists (None for one that does not)."""
-    return {name: (dvc_md5(path) if path is not None and Path(path).exists() else None)
-            for name, path in inputs.items()}
+    """``{name: dvc_md5}`` of every input that exists (None for one that does not).
+
+    One memo (:class:`cropseg.tracking.hash_cache.HashCache`) serves all the inputs: unchanged files
+    are not read (see :mod:`cropseg.tracking.content_hash`).
+    """
+    cache = HashCache()
+    try:
+        return {name: (dvc_md5(path, cache) if path is not None and Path(path).exists() else None)
+                for name, path in inputs.items()}
+    finally:
+        cache.close()
 
 
 def code_digest() -> str:
