@@ -17,6 +17,7 @@ import torch
 import yaml
 
 from cropseg.nn.checkpoint import load_model
+from cropseg.nn.precision import FP32
 from cropseg.nn.dataset import BlockSampler, SubPatchDataset, read_split_list
 from cropseg.fetch.stage import fetch_s4a
 from cropseg.split.labels import load_label_set
@@ -234,7 +235,7 @@ def _selections(rank: int, world_size: int, workspace: Path, method: str) -> lis
                         depth=1, class_frequencies=None)
     weights = class_weights(dataset.class_pixel_counts(), 0.1, weighted=True)
     selector = Selector(Selection(method=method, block_size=3, n_batches_per_block=2), weights=weights,
-                        physical_batch_size=4, bf16=False, device=torch.device("cpu"), seed=0, irreducible_path=None,
+                        physical_batch_size=4, precision=FP32, device=torch.device("cpu"), seed=0, irreducible_path=None,
                         truth=None, n_classes=labels.n_classes)
     sampler = BlockSampler(len(dataset), selector.block_samples(2), seed=0, rank=rank, world_size=world_size)
     out = []
