@@ -139,11 +139,15 @@ def _stage_script(workspace: Path, out: Path, params: dict) -> list[str]:
             "--checkpoints", str(out / "checkpoints"), "--truth", str(workspace / "netcdf" / "truth" / "truth.csv")]
 
 
-def test_resume_after_kill_ends_with_the_same_metrics(workspace, tmp_path):
+@pytest.mark.parametrize("precision", [
+    "32", pytest.param("fp16", marks=pytest.mark.skipif(not torch.cuda.is_available(),
+                                                        reason="fp16 needs CUDA (CPU runs refuse it)"))])
+def test_resume_after_kill_ends_with_the_same_metrics(workspace, tmp_path, precision):
+    # fp16: the loss scaler's state is in the checkpoint, so the resumed run scales (and skips) as the reference
     raw = {"model": {"arch": "unet", "width": 4, "depth": 2}, "tracking": {"wandb": "disabled"},
            "loader": {"months": [3, 10]}, "selection": UNIFORM,
-           "train": {"epochs": 6, "batch_size": 2, "physical_batch_size": 2, "precision": "32", "lr": 0.01,
-                     "allow_degenerate_split": True}}
+           "train": {"epochs": 6, "batch_size": 2, "physical_batch_size": 2, "precision": precision, "lr": 0.01,
+                     "allow_degenerate_split": True, "device": "auto" if precision == "32" else "cuda"}}
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     reference = tmp_path / "reference"
     reference.mkdir()
