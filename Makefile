@@ -1,5 +1,8 @@
 # Two commands from a fresh clone: `make repro` and `make test`.
 PYTHON ?= python3
+# A CUDA build of torch: `make repro TORCH_INDEX=https://download.pytorch.org/whl/cu128` installs the
+# pinned torch from that index before requirements.txt (empty: torch as requirements.txt resolves it).
+TORCH_INDEX ?=
 VENV := .venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export HF_HUB_DISABLE_TELEMETRY := 1
@@ -12,6 +15,7 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: requirements.txt pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
+	$(if $(TORCH_INDEX),$(VENV)/bin/pip install -q --index-url $(TORCH_INDEX) "$$(grep -m1 '^torch==' requirements.txt)")
 	$(VENV)/bin/pip install -q -r requirements.txt
 	touch $@
 

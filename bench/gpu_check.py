@@ -21,7 +21,7 @@ from cropseg.nn.dataset import Batch
 from cropseg.nn.loss import parcel_nll
 from cropseg.nn.models import build_model
 from cropseg.nn.precise_bn import calibration_positions, recalibrate
-from cropseg.nn.precision import autocast
+from cropseg.nn.precision import BF16, FP32
 
 MONTHS, BANDS, SIDE, CLASSES = 6, 4, 61, 12
 
@@ -42,10 +42,10 @@ class RandomSamples:
         return Batch(idx, torch.stack(xs), torch.stack(ys))
 
 
-def batch_independence(model, data, device, bf16: bool) -> tuple[float, float]:
+def batch_independence(model, data, device, precision) -> tuple[float, float]:
     model.eval()
     mixed = data[np.arange(0, 64, 4)].to(device)
-    with torch.no_grad(), autocast(bf16, device):
+    with torch.no_grad(), precision.autocast(device):
         alone = model(mixed.x[:1]).float()
         together = model(mixed.x).float()[:1]
     diff = (alone - together).abs().max().item()
@@ -53,7 +53,7 @@ def batch_independence(model, data, device, bf16: bool) -> tuple[float, float]:
     return diff, flips
 
 
-def throughput(model, data, device, bf16: bool, batch: int, steps: int = 20) -> float:
+def throughput(model, data, device, precision, batch: int, steps: int = 20) -> float:
     model.train()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     weights = torch.ones(CLASSES, device=device)
@@ -62,7 +62,7 @@ def throughput(model, data, device, bf16: bool, batch: int, steps: int = 20) -> 
         if i == 5:
             torch.cuda.synchronize()
             start = time.perf_counter()
-        with autocast(bf16, device):
+        with precision.autocast(device):
             out = model(b.x)
         total, count = parcel_nll(out.float(), b.y, weights)
         (total.sum() / count.sum().clamp(min=1)).backward()
@@ -83,15 +83,15 @@ def main() -> None:
         model = build_model(arch, bands=BANDS, months=MONTHS, n_classes=CLASSES, width=16, depth=3,
                             norm="precise").to(device)
         positions = calibration_positions(len(data), 128, seed=0)
-        for bf16 in (False, True):
-            n = recalibrate(model, data, positions, batch_size=16, device=device, bf16=bf16)
-            diff, flips = batch_independence(model, data, device, bf16)
-            print(f"{arch} {'bf16' if bf16 else 'fp32'}: precise BN over {n} batches; alone vs in batch: "
+        for precision in (FP32, BF16):
+            n = recalibrate(model, data, positions, batch_size=16, device=device, precision=precision)
+            diff, flips = batch_independence(model, data, device, precision)
+            print(f"{arch} {precision.name}: precise BN over {n} batches; alone vs in batch: "
                   f"max |logit diff| {diff:.2e}, argmax flips {flips:.2e}")
-        for bf16 in (False, True):
+        for precision in (FP32, BF16):
             for batch in (16, 64):
-                rate = throughput(model, data, device, bf16, batch)
-                print(f"{arch} {'bf16' if bf16 else 'fp32'} batch {batch}: {rate:,.0f} samples/s (train step)")
+                rate = throughput(model, data, device, precision, batch)
+                print(f"{arch} {precision.name} batch {batch}: {rate:,.0f} samples/s (train step)")
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from cropseg.nn.dataset import Batch  # noqa: E402
 from cropseg.nn.loss import parcel_nll  # noqa: E402
 from cropseg.nn.models import build_model  # noqa: E402
 from cropseg.core.params import Selection  # noqa: E402
-from cropseg.nn.precision import autocast, use_bf16  # noqa: E402
+from cropseg.nn.precision import resolve_precision  # noqa: E402
 from cropseg.selection.selector import Selector, per_sample_scores  # noqa: E402
 
 N_CLASSES, MONTHS, BANDS, WINDOW = 12, 6, 4, 61
@@ -48,11 +48,11 @@ def main() -> None:
     parser.add_argument("--precision", default="auto", choices=["auto", "32", "bf16"])
     args = parser.parse_args()
     device = torch.device("cpu")
-    bf16 = use_bf16(args.precision, device)
+    precision = resolve_precision(args.precision, device)
     torch.manual_seed(0)
     model = build_model("unet", bands=BANDS, months=MONTHS, n_classes=N_CLASSES, width=args.width, depth=args.depth)
     holdout = build_model("unet", bands=BANDS, months=MONTHS, n_classes=N_CLASSES, width=args.width, depth=args.depth)
-    if bf16:
+    if precision.autocasts:
         model, holdout = model.to(memory_format=torch.channels_last), holdout.to(memory_format=torch.channels_last)
     holdout.eval()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -62,7 +62,7 @@ def main() -> None:
 
     def optimizer_step(batch: Batch) -> None:
         optimizer.zero_grad(set_to_none=True)
-        with autocast(bf16, device):
+        with precision.autocast(device):
             weighted, weight = parcel_nll(model(batch.x), batch.y, weights)
         (weighted.sum() / weight.sum()).backward()
         optimizer.step()
@@ -75,14 +75,14 @@ def main() -> None:
             if method == "rho_loss (seed)":
                 def seed_step(block: Batch) -> None:
                     scores = per_sample_scores(model, block, weights, {"loss"}, physical_batch_size=args.batch,
-                                               bf16=bf16)["loss"]
+                                               precision=precision)["loss"]
                     scores = scores - per_sample_scores(holdout, block, weights, {"loss"},
-                                                        physical_batch_size=args.batch, bf16=bf16)["loss"]
+                                                        physical_batch_size=args.batch, precision=precision)["loss"]
                     keep = torch.sort(torch.argsort(scores, descending=True)[: args.batch]).values
                     optimizer_step(block.take(keep))
                 return seed_step
             selector = Selector(Selection(method=method, block_size=block_size), weights=weights,
-                                physical_batch_size=args.batch, bf16=bf16, device=device, seed=0,
+                                physical_batch_size=args.batch, precision=precision, device=device, seed=0,
                                 irreducible_path=Path(tmp), truth=None, n_classes=N_CLASSES)
 
             def step(block: Batch) -> None:
@@ -103,7 +103,7 @@ def main() -> None:
                 functions[case](blocks[case[1]])
                 timings[case].append(time.perf_counter() - start)
     uniform = float(np.median(timings[("uniform", 1)]))
-    print(f"U-Net width {args.width} depth {args.depth}, batch {args.batch}, {'bf16' if bf16 else 'fp32'}, "
+    print(f"U-Net width {args.width} depth {args.depth}, batch {args.batch}, {precision.name}, "
           f"{torch.get_num_threads()} threads, median of {args.repeats}")
     print(f"  {'method':18s} {'block':>5s} {'s/step':>8s} {'x uniform':>10s}")
     for (method, block), values in timings.items():

@@ -18,6 +18,17 @@ def test_repository_params_yaml_is_valid_and_matches_defaults():
     assert params.dem.source == "synthetic"
 
 
+def test_fp16_precision_and_machine_chosen_workers_are_accepted():
+    params = load_params(REPO / "params.yaml")
+    assert params.loader.workers is None  # chosen from the machine (cropseg.nn.precision.loader_workers)
+    chosen = parse_params({"train": {"precision": "fp16"}, "holdout": {"precision": 32}, "loader": {"workers": 4}})
+    assert (chosen.train.precision, chosen.holdout.precision, chosen.loader.workers) == ("fp16", "32", 4)
+    with pytest.raises(ParamsError, match="train.precision"):
+        parse_params({"train": {"precision": "fp8"}})
+    with pytest.raises(ParamsError, match="loader.workers"):
+        parse_params({"loader": {"workers": -1}})
+
+
 def test_every_bad_field_is_listed_with_its_path():
     raw = {
         "data": {

@@ -10,6 +10,7 @@ import torch
 from cropseg.nn.checkpoint import load_model
 from cropseg.nn.dataset import Batch
 from cropseg.nn.models import build_model
+from cropseg.nn.precision import FP32
 from cropseg.nn.precise_bn import batch_statistics, calibration_positions, population_norms, recalibrate
 
 SMALL = {"bands": 3, "months": 4, "n_classes": 5, "width": 4, "depth": 2}
@@ -54,7 +55,7 @@ def test_recalibrate_sets_the_average_of_the_calibration_batch_statistics():
     first_bn = model.inc[1]
     momentum = first_bn.momentum
     model.eval()
-    assert recalibrate(model, data, positions, batch_size=5, device=torch.device("cpu"), bf16=False) == 3
+    assert recalibrate(model, data, positions, batch_size=5, device=torch.device("cpu"), precision=FP32) == 3
     # by hand: the first BatchNorm sees the first conv's output; equal-weight average of 3 batches (5, 5, 2)
     with torch.no_grad():
         feats = [model.inc[0](data[positions[s:s + 5]].x.flatten(1, 2)) for s in range(0, 12, 5)]
@@ -69,7 +70,7 @@ def test_a_sub_patch_predicted_alone_equals_it_inside_a_mixed_batch():
     data = _Samples(24)
     model = _trained("precise", data)
     recalibrate(model, data, calibration_positions(len(data), 16, seed=0), batch_size=8,
-                device=torch.device("cpu"), bf16=False)
+                device=torch.device("cpu"), precision=FP32)
     model.eval()
     with torch.no_grad():
         alone = model(data[[5]].x)
@@ -93,7 +94,7 @@ def test_batch_statistics_make_a_prediction_depend_on_its_batch_mates():
 def test_scoring_with_batch_statistics_leaves_population_statistics_untouched():
     data = _Samples(16)
     model = _trained("precise", data)
-    recalibrate(model, data, np.arange(16), batch_size=8, device=torch.device("cpu"), bf16=False)
+    recalibrate(model, data, np.arange(16), batch_size=8, device=torch.device("cpu"), precision=FP32)
     model.eval()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     batch = data[np.arange(6)]
@@ -157,6 +158,6 @@ def test_the_trained_model_file_holds_the_precise_statistics_of_its_weights(tmp_
                               load_label_set("s4a11", repo / "configs" / "labels"), months=[3, 10], normalize=1e4,
                               skip_empty=True)
     recalibrate(model, dataset, calibration_positions(len(dataset), 6, seed=0), batch_size=4,
-                device=torch.device("cpu"), bf16=False)
+                device=torch.device("cpu"), precision=FP32)
     for key, value in saved.items():
         torch.testing.assert_close(model.state_dict()[key], value, rtol=1e-5, atol=1e-6, msg=key)

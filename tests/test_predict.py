@@ -28,6 +28,7 @@ from cropseg.split.labels import load_label_set
 from cropseg.medians.stage import run_medians
 from cropseg.nn.models import build_model
 from cropseg.core.params import Loader, Medians
+from cropseg.nn.precision import FP32
 from cropseg.nn.precise_bn import recalibrate
 from cropseg.predict.stage import PredictError, cog_relpath, predict_patches
 
@@ -52,7 +53,7 @@ def world(tmp_path_factory):
     model = build_model("unet", bands=4, months=6, n_classes=label_set.n_classes, width=4, depth=1)
     with torch.no_grad():  # a less trivial model than the initial one: random head, calibrated BN
         model.head.weight.normal_(0, 2.0)
-    recalibrate(model, dataset, np.arange(len(dataset)), batch_size=5, device=torch.device("cpu"), bf16=False)
+    recalibrate(model, dataset, np.arange(len(dataset)), batch_size=5, device=torch.device("cpu"), precision=FP32)
     save_atomic(model_file(model, arch="unet", model_config=model.config, label_set=label_set.to_dict(),
                            loader=loader.model_dump(), metrics={"weighted_f1": 0.5}, epoch=2), root / "model.pt")
     return root, paths, dataset
@@ -85,7 +86,7 @@ def test_cogs_sit_on_the_patch_footprint_and_equal_the_evaluate_predictions(worl
 
     net, _ = load_model(root / "model.pt")
     canvas = PatchCanvas(list(range(len(paths))), dataset.per_patch, dataset.sub_x, dataset.window)
-    for batch, log_probs in predict(net, sequential_loader(dataset, BATCH), torch.device("cpu"), False):
+    for batch, log_probs in predict(net, sequential_loader(dataset, BATCH), torch.device("cpu"), FP32):
         canvas.add(batch.index, log_probs.argmax(1))
     assert model["model"]["norm"] == "precise"
 

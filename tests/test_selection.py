@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from cropseg.nn.dataset import Batch
+from cropseg.nn.precision import FP32
 from cropseg.nn.loss import class_weights
 from cropseg.core.params import Loss, ParamsError, Selection, load_params, parse_params
 from cropseg.selection.method import check_method
@@ -59,14 +60,14 @@ def test_loss_and_rho_loss_scores_on_known_values(tmp_path):
     log_probs = torch.cat([_log_probs(p) for p in probabilities])
     block = _block([[1, 1], [1, 1], [0, 0]])
     weights = torch.tensor([0.0, 1.0, 1.0])
-    scores = per_sample_scores(_Fixed(log_probs), block, weights, {"loss"}, physical_batch_size=2, bf16=False)
+    scores = per_sample_scores(_Fixed(log_probs), block, weights, {"loss"}, physical_batch_size=2, precision=FP32)
     np.testing.assert_allclose(scores["loss"][:2].numpy(), [-math.log(0.5), -math.log(0.1)], rtol=1e-5)
     assert math.isnan(scores["loss"][2])
 
     stored = np.full(103, np.inf, dtype=np.float32)
     stored[100:103] = [0.1, 2.5, np.inf]
     np.save(tmp_path / "losses.npy", stored)
-    selector = Selector(Selection(method="rho_loss", block_size=3), weights=weights, physical_batch_size=2, bf16=False,
+    selector = Selector(Selection(method="rho_loss", block_size=3), weights=weights, physical_batch_size=2, precision=FP32,
                         device=torch.device("cpu"), seed=0, irreducible_path=tmp_path, truth=None, n_classes=3)
     rho = selector.scores(_Fixed(log_probs), block, step=0)
     np.testing.assert_allclose(rho[:2].numpy(), [-math.log(0.5) - 0.1, -math.log(0.1) - 2.5], rtol=1e-5)
@@ -77,7 +78,7 @@ def test_loss_and_rho_loss_scores_on_known_values(tmp_path):
     assert telemetry["score_selected"] == pytest.approx(float(rho[0]))
 
     combined = Selector(Selection(method="1.0*loss - 0.5*irreducible", block_size=3), weights=weights,
-                        physical_batch_size=2, bf16=False, device=torch.device("cpu"), seed=0,
+                        physical_batch_size=2, precision=FP32, device=torch.device("cpu"), seed=0,
                         irreducible_path=tmp_path, truth=None, n_classes=3)
     values = combined.scores(_Fixed(log_probs), block, step=0)
     # irreducible = -IL, so "loss - 0.5*irreducible" = loss + 0.5 * IL
@@ -127,7 +128,7 @@ def test_top_k_ties_nan_and_order():
 def test_selector_arithmetic_blocks_and_batches():
     weights = torch.tensor([0.0, 1.0, 1.0])
     cfg = Selection(method="random", block_size=4, n_batches_per_block=2)
-    selector = Selector(cfg, weights=weights, physical_batch_size=8, bf16=False, device=torch.device("cpu"), seed=1,
+    selector = Selector(cfg, weights=weights, physical_batch_size=8, precision=FP32, device=torch.device("cpu"), seed=1,
                         irreducible_path=None, truth=None, n_classes=3)
     assert selector.block_samples(batch_size=3) == 4 * 2 * 3
     block = _block([[1, 2]] * 24)
@@ -138,7 +139,7 @@ def test_selector_arithmetic_blocks_and_batches():
     again, _ = selector.select(torch.nn.Identity(), block, 3, step=7)
     assert torch.equal(torch.cat([b.index for b in again]), kept)  # seeded by (seed, step)
     # block_size 1 means no selection, whatever the method
-    plain = Selector(Selection(method="loss", block_size=1), weights=weights, physical_batch_size=8, bf16=False,
+    plain = Selector(Selection(method="loss", block_size=1), weights=weights, physical_batch_size=8, precision=FP32,
                      device=torch.device("cpu"), seed=1, irreducible_path=None, truth=None, n_classes=3)
     assert plain.block_samples(3) == 3
     batches, telemetry = plain.select(torch.nn.Identity(), block.take(slice(0, 3)), 3, step=0)
@@ -147,7 +148,7 @@ def test_selector_arithmetic_blocks_and_batches():
 
 def test_irreducible_methods_need_the_stored_losses(tmp_path):
     with pytest.raises(SelectionError, match="run the irreducible_loss stage"):
-        Selector(Selection(method="rho_loss", block_size=2), weights=torch.ones(3), physical_batch_size=2, bf16=False,
+        Selector(Selection(method="rho_loss", block_size=2), weights=torch.ones(3), physical_batch_size=2, precision=FP32,
                  device=torch.device("cpu"), seed=0, irreducible_path=tmp_path, truth=None, n_classes=3)
 
 
@@ -171,7 +172,7 @@ def test_rho_loss_rejects_planted_noise_that_loss_keeps(tmp_path):
     picks = {}
     for method in ("loss", "rho_loss"):
         selector = Selector(Selection(method=method, block_size=2), weights=torch.tensor([0.0, 1.0, 1.0]),
-                            physical_batch_size=4, bf16=False, device=torch.device("cpu"), seed=0,
+                            physical_batch_size=4, precision=FP32, device=torch.device("cpu"), seed=0,
                             irreducible_path=tmp_path, truth=truth, n_classes=3)
         batches, telemetry = selector.select(_Fixed(log_probs), block, 8, step=0)
         picks[method] = (torch.cat([b.index for b in batches]) - 100).numpy()

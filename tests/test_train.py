@@ -17,6 +17,7 @@ import torch
 import yaml
 
 from cropseg.nn.checkpoint import load_model
+from cropseg.nn.precision import FP32
 from cropseg.nn.dataset import BlockSampler, SubPatchDataset, read_split_list
 from cropseg.fetch.stage import fetch_s4a
 from cropseg.split.labels import load_label_set
@@ -138,11 +139,15 @@ def _stage_script(workspace: Path, out: Path, params: dict) -> list[str]:
             "--checkpoints", str(out / "checkpoints"), "--truth", str(workspace / "netcdf" / "truth" / "truth.csv")]
 
 
-def test_resume_after_kill_ends_with_the_same_metrics(workspace, tmp_path):
+@pytest.mark.parametrize("precision", [
+    "32", pytest.param("fp16", marks=pytest.mark.skipif(not torch.cuda.is_available(),
+                                                        reason="fp16 needs CUDA (CPU runs refuse it)"))])
+def test_resume_after_kill_ends_with_the_same_metrics(workspace, tmp_path, precision):
+    # fp16: the loss scaler's state is in the checkpoint, so the resumed run scales (and skips) as the reference
     raw = {"model": {"arch": "unet", "width": 4, "depth": 2}, "tracking": {"wandb": "disabled"},
            "loader": {"months": [3, 10]}, "selection": UNIFORM,
-           "train": {"epochs": 6, "batch_size": 2, "physical_batch_size": 2, "precision": "32", "lr": 0.01,
-                     "allow_degenerate_split": True}}
+           "train": {"epochs": 6, "batch_size": 2, "physical_batch_size": 2, "precision": precision, "lr": 0.01,
+                     "allow_degenerate_split": True, "device": "auto" if precision == "32" else "cuda"}}
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     reference = tmp_path / "reference"
     reference.mkdir()
@@ -234,7 +239,7 @@ def _selections(rank: int, world_size: int, workspace: Path, method: str) -> lis
                         depth=1, class_frequencies=None)
     weights = class_weights(dataset.class_pixel_counts(), 0.1, weighted=True)
     selector = Selector(Selection(method=method, block_size=3, n_batches_per_block=2), weights=weights,
-                        physical_batch_size=4, bf16=False, device=torch.device("cpu"), seed=0, irreducible_path=None,
+                        physical_batch_size=4, precision=FP32, device=torch.device("cpu"), seed=0, irreducible_path=None,
                         truth=None, n_classes=labels.n_classes)
     sampler = BlockSampler(len(dataset), selector.block_samples(2), seed=0, rank=rank, world_size=world_size)
     out = []

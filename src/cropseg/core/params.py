@@ -228,7 +228,10 @@ class Loader(Section):
     months: list[int] = Field(default_factory=lambda: [4, 9], description="first and last month, 1-indexed, inclusive")
     normalize: float = Field(10000.0, gt=0, description="reflectance scale: inputs are divided by it")
     skip_empty: bool = Field(True, description="drop sub-patches without any labelled parcel pixel")
-    workers: int = Field(0, ge=0, le=64, description="DataLoader worker processes (0: in the main process)")
+    workers: int | None = Field(
+        None, ge=0, le=64, description="DataLoader worker processes (0: in the main process); null: chosen from the "
+                                       "machine: 0 on CPU, min(8, CPUs per GPU - 1) on CUDA "
+                                       "(cropseg.nn.precision.loader_workers)")
 
     @field_validator("months")
     @classmethod
@@ -254,7 +257,9 @@ class Run(Section):
     weight_decay: float = Field(0.0, ge=0)
     batch_size: int = Field(16, ge=1, description="samples per optimiser step")
     physical_batch_size: int = Field(16, ge=1, description="samples per forward/backward (gradient accumulation)")
-    precision: Literal["auto", "32", "bf16"] = Field("auto", description="auto: bf16 autocast where supported")
+    precision: Literal["auto", "32", "bf16", "fp16"] = Field(
+        "auto", description="auto: bf16 autocast where supported, else float32; fp16: autocast with a loss scaler "
+                            "(CUDA only: GPUs without fast bf16, e.g. V100, T4)")
     grad_clip: float = Field(1.0, ge=0, description="max gradient norm; 0 disables clipping")
     val_every: int = Field(1, ge=1, description="validate every N epochs (and after the last)")
     plateau_patience: int = Field(3, ge=0, description="U-Net: ReduceLROnPlateau patience (epochs validated)")

@@ -21,6 +21,7 @@ from tqdm import tqdm
 from ..nn.checkpoint import load_model
 from ..nn.dataset import SubPatchDataset
 from ..nn.metrics import ConfusionMatrix
+from ..nn.precision import Precision
 from ..nn.scoring import predict, sequential_loader
 from ..nn.snapshots import read_index
 from .curve_area import auc
@@ -29,26 +30,26 @@ CURVE_COLUMNS = ["point", "samples_seen", "step", "accuracy", "weighted_f1", "ma
 
 
 def score_model(model_path: Path, loader, n_classes: int, truth: Callable[[Any], torch.Tensor] | None, *,
-                device: torch.device, bf16: bool) -> dict[str, float]:
+                device: torch.device, precision: Precision) -> dict[str, float]:
     """accuracy / weighted_f1 / macro_f1 of one model file over ``loader``'s parcel pixels;
     ``truth(index)`` gives the labels to score against (default: the batch's own)."""
     model, _ = load_model(model_path, device)
     matrix = ConfusionMatrix(n_classes, device)
-    for batch, log_probs in predict(model, loader, device, bf16):
+    for batch, log_probs in predict(model, loader, device, precision):
         matrix.update(log_probs.argmax(1), batch.y if truth is None else truth(batch.index).to(device))
     values = matrix.compute()
     return {k: float(values[k]) for k in ("accuracy", "weighted_f1", "macro_f1")}
 
 
 def score_snapshots(folder: Path, dataset: SubPatchDataset, truth: Callable[[Any], torch.Tensor] | None, *,
-                    device: torch.device, bf16: bool, batch_size: int, workers: int = 0,
+                    device: torch.device, precision: Precision, batch_size: int, workers: int = 0,
                     progress: bool = True) -> pd.DataFrame:
     """One row per snapshot of ``folder`` (``CURVE_COLUMNS``), scored as :func:`score_model` does."""
     loader = sequential_loader(dataset, batch_size, workers=workers, pin_memory=device.type == "cuda")
     rows = []
     for entry in tqdm(read_index(folder), desc="learning curve", unit="snapshot", disable=not progress, leave=False):
         scores = score_model(Path(folder) / entry["file"], loader, dataset.label_set.n_classes, truth,
-                             device=device, bf16=bf16)
+                             device=device, precision=precision)
         rows.append({"point": entry["point"], "samples_seen": entry["samples_seen"], "step": entry["step"], **scores})
     return pd.DataFrame(rows, columns=CURVE_COLUMNS)
 

@@ -34,7 +34,7 @@ from .figures import plot_confusion, plot_per_class_f1, plot_previews
 from ..split.labels import LabelSet
 from .learning_curve import CURVE_COLUMNS, curve_metrics, score_model, score_snapshots
 from ..nn.metrics import scores_from_confusion
-from ..nn.precision import pick_device, use_bf16
+from ..nn.precision import loader_workers, pick_device, resolve_precision
 from .page import fmt, report_page
 from ..nn.scoring import SplitConfusion, predict, sequential_loader
 from ..nn.snapshots import read_index
@@ -149,7 +149,7 @@ def preview_positions(n_patches: int, count: int) -> list[int]:
 
 
 def evaluate(paths: EvaluatePaths, *, label_set_name: str | None = None, device: str = "auto",
-             precision: str = "auto", batch_size: int = 16, workers: int = 0, previews: int = 4,
+             precision: str = "auto", batch_size: int = 16, workers: int | None = 0, previews: int = 4,
              progress: bool = True) -> EvaluateResult:
     """Evaluate ``paths.model`` on the split list ``paths.split`` and write everything to ``paths.out``.
 
@@ -162,7 +162,8 @@ def evaluate(paths: EvaluatePaths, *, label_set_name: str | None = None, device:
 
     started = time.perf_counter()
     torch_device = pick_device(device)
-    bf16 = use_bf16(precision, torch_device)
+    run_precision = resolve_precision(precision, torch_device)
+    workers = loader_workers(workers, torch_device)
     model, content = load_model(paths.model, torch_device)
     label_set = LabelSet.from_dict(content["labels"], str(paths.model))
     if label_set_name is not None and label_set.name != label_set_name:
@@ -182,8 +183,8 @@ def evaluate(paths: EvaluatePaths, *, label_set_name: str | None = None, device:
     truth_canvas = PatchCanvas(shown, dataset.per_patch, dataset.sub_x, dataset.window)
 
     loader = sequential_loader(dataset, batch_size, workers=workers, pin_memory=torch_device.type == "cuda")
-    batches = tqdm(predict(model, loader, torch_device, bf16), total=len(loader), desc="evaluate", unit="batch",
-                   disable=not progress, leave=False)
+    batches = tqdm(predict(model, loader, torch_device, run_precision), total=len(loader), desc="evaluate",
+                   unit="batch", disable=not progress, leave=False)
     for batch, log_probs in batches:
         prediction = log_probs.argmax(1)
         noisy.update(batch.index, prediction, batch.y)
@@ -200,14 +201,15 @@ def evaluate(paths: EvaluatePaths, *, label_set_name: str | None = None, device:
     curve = pd.DataFrame(columns=CURVE_COLUMNS)
     if paths.snapshots is not None and read_index(paths.snapshots):
         curve = score_snapshots(paths.snapshots, dataset, clean_truth.labels if clean_truth else None,
-                                device=torch_device, bf16=bf16, batch_size=batch_size, workers=workers,
+                                device=torch_device, precision=run_precision, batch_size=batch_size, workers=workers,
                                 progress=progress)
         metrics["curve"] = curve_metrics(curve, "clean" if clean_truth else "labels")
     if paths.holdout_model is not None and paths.holdout_model.is_file():
         loader = sequential_loader(dataset, batch_size, workers=workers, pin_memory=torch_device.type == "cuda")
         metrics["holdout_model"] = score_model(paths.holdout_model, loader, n_classes,
                                                clean_truth.labels if clean_truth else None, device=torch_device,
-                                               bf16=bf16) | {"against": "clean" if clean_truth else "labels"}
+                                               precision=run_precision)
+        metrics["holdout_model"] |= {"against": "clean" if clean_truth else "labels"}
     with atomic_dir(paths.out) as out:
         curve.to_csv(out / "curve.csv", index=False, float_format="%.6g")
         write_outputs(out, metrics=metrics, noisy=noisy, clean=clean, label_set=label_set, dataset=dataset,

@@ -68,7 +68,7 @@ def parcel_nll(log_probs: torch.Tensor, target: torch.Tensor, weights: torch.Ten
 
     ``log_probs`` ``(N, C, H, W)``, ``target`` ``(N, H, W)`` int64 model classes, ``weights``
     ``(C,)`` (from :func:`class_weights`). Pixels with label 0 are ignored whatever
-    ``weights[0]`` is. Computed in float32 even under bf16 autocast.
+    ``weights[0]`` is. Computed in float32 even under bf16 or fp16 autocast.
     """
     device_type = log_probs.device.type
     with torch.autocast(device_type=device_type, enabled=False):

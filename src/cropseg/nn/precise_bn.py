@@ -25,7 +25,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from tqdm import tqdm
 
 from .dataset import SubPatchDataset
-from .precision import autocast
+from .precision import Precision
 
 #: second word of the generator seed, so the calibration sample never coincides with another draw
 _SAMPLE_STREAM = 0xB17
@@ -45,7 +45,7 @@ def calibration_positions(n: int, samples: int, seed: int) -> np.ndarray:
 
 @torch.no_grad()
 def recalibrate(model: nn.Module, dataset: SubPatchDataset, positions: np.ndarray, *, batch_size: int,
-                device: torch.device, bf16: bool, progress: bool = False) -> int:
+                device: torch.device, precision: Precision, progress: bool = False) -> int:
     """Reset every population BatchNorm and set it to the average statistics of ``dataset[positions]``.
 
     Runs in train mode with ``momentum=None`` (a cumulative average over the calibration batches)
@@ -58,7 +58,7 @@ def recalibrate(model: nn.Module, dataset: SubPatchDataset, positions: np.ndarra
         positions: which of them (:func:`calibration_positions`).
         batch_size: sub-patches per forward pass.
         device: where the model is.
-        bf16: run the forward passes under bf16 autocast (as training does).
+        precision: the autocast of the forward passes (as training does).
         progress: show a progress bar.
 
     Returns:
@@ -79,7 +79,7 @@ def recalibrate(model: nn.Module, dataset: SubPatchDataset, positions: np.ndarra
         starts = range(0, len(positions), batch_size)
         for start in tqdm(starts, desc="precise BN", unit="batch", disable=not progress, leave=False):
             batch = dataset[positions[start:start + batch_size]].to(device)
-            with autocast(bf16, device):
+            with precision.autocast(device):
                 model(batch.x)
             batches += 1
     finally:

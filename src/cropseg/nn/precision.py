@@ -1,8 +1,17 @@
-"""Devices and numeric precision: where a run computes and whether it autocasts to bfloat16."""
+"""Devices, numeric precision and loader workers: where a run computes, in which dtype, fed by whom.
+
+A run's precision is one :class:`Precision` value, resolved once from params (``auto``, ``32``,
+``bf16``, ``fp16``) and the device, then handed to everything that runs the model (training,
+selection scoring, precise BN, validation, irreducible losses, evaluate, predict), so all of them
+compute in the same dtype. fp16 has a narrow exponent range: its gradients need a loss scaler
+(:meth:`Precision.grad_scaler`), which stays a no-op in the other precisions.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -26,16 +35,95 @@ def cpu_has_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def use_bf16(precision: str, device: torch.device) -> bool:
-    """``auto``: bf16 autocast where the hardware does bf16 natively; ``bf16`` forces it; ``32`` never."""
-    if precision == "32":
-        return False
-    if precision == "bf16":
-        return True
+@dataclass(frozen=True)
+class Precision:
+    """The dtype a run's forward passes autocast to (``dtype`` None: none, plain float32).
+
+    ``name`` is the params spelling (``32``, ``bf16``, ``fp16``), recorded beside results.
+    """
+
+    name: str
+    dtype: torch.dtype | None
+
+    @property
+    def autocasts(self) -> bool:
+        """Forward passes run under autocast (channels_last then pays off on tensor cores)."""
+        return self.dtype is not None
+
+    @property
+    def scales_loss(self) -> bool:
+        """fp16 only: small gradients underflow to zero in fp16 unless the loss is scaled up first."""
+        return self.dtype == torch.float16
+
+    def autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
+        """The autocast context of this precision on ``device`` (a null context in float32)."""
+        return torch.autocast(device.type, dtype=self.dtype) if self.dtype is not None else contextlib.nullcontext()
+
+    def grad_scaler(self, device: torch.device) -> torch.amp.GradScaler:
+        """The loss scaler of a training run: enabled under fp16, else a no-op (identity scale, plain step)."""
+        return torch.amp.GradScaler(device.type, enabled=self.scales_loss)
+
+
+FP32 = Precision("32", None)
+BF16 = Precision("bf16", torch.bfloat16)
+FP16 = Precision("fp16", torch.float16)
+
+
+def resolve_precision(requested: str, device: torch.device) -> Precision:
+    """The precision of a run on ``device`` from ``train.precision`` / ``holdout.precision``.
+
+    Args:
+        requested: ``auto`` (bf16 where the hardware does bf16 natively, else float32), ``32``,
+            ``bf16`` or ``fp16``.
+        device: where the run computes.
+
+    Returns:
+        :data:`FP32`, :data:`BF16` or :data:`FP16`.
+
+    Raises:
+        ValueError: ``fp16`` on a CPU, where fp16 arithmetic is emulated (slower than float32, and
+            no more accurate than bf16): a params mistake, not something to fall back from silently.
+    """
+    if requested == "32":
+        return FP32
+    if requested == "bf16":
+        return BF16
+    if requested == "fp16":
+        if device.type != "cuda":
+            raise ValueError(f"precision fp16 needs a CUDA device (this run computes on {device.type}); "
+                             "on a CPU choose 32, or bf16 where the CPU has AVX512-BF16/AMX")
+        return FP16
+    if requested != "auto":
+        raise ValueError(f"precision: expected auto, 32, bf16 or fp16, got {requested!r}")
     if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    return cpu_has_bf16()
+        return BF16 if torch.cuda.is_bf16_supported() else FP32
+    return BF16 if cpu_has_bf16() else FP32
 
 
-def autocast(enabled: bool, device: torch.device) -> contextlib.AbstractContextManager:
-    return torch.autocast(device.type, dtype=torch.bfloat16) if enabled else contextlib.nullcontext()
+def loader_workers(requested: int | None, device: torch.device, *, cpus: int | None = None,
+                   gpus: int | None = None) -> int:
+    """DataLoader worker processes: ``requested`` when set, else chosen from the machine.
+
+    The rule for ``loader.workers: null``: on a CPU run, 0 (the model's forward and backward passes
+    already use every core through torch's intra-op threads; worker processes would compete with
+    them for the same cores, and reading a sub-patch from the store is one contiguous read); on
+    CUDA, ``min(8, CPUs per GPU - 1)`` (at least 0): one core stays with the process that drives
+    the GPU, the others read and pin the next blocks while the GPU computes.
+
+    Args:
+        requested: ``loader.workers`` (None: choose).
+        device: where the run computes.
+        cpus: CPUs this process may use (default: its affinity mask); for tests.
+        gpus: GPUs of the machine (default: torch's count); for tests.
+
+    Returns:
+        The number of worker processes (0: load in the main process).
+    """
+    if requested is not None:
+        return requested
+    if device.type != "cuda":
+        return 0
+    cpus = cpus if cpus is not None else len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
+        else os.cpu_count() or 1
+    gpus = gpus if gpus is not None else max(torch.cuda.device_count(), 1)
+    return max(0, min(8, cpus // max(gpus, 1) - 1))

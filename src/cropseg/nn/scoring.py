@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader
 from .dataset import Batch, SubPatchDataset
 from .loss import parcel_nll
 from .metrics import ConfusionMatrix, crop_border, per_sample_confusion
-from .precision import autocast
+from .precision import Precision
 
 CROP_BORDER = 5
 
@@ -34,13 +34,13 @@ def sequential_loader(dataset: SubPatchDataset, batch_size: int, *, rank: int = 
 
 
 @torch.no_grad()
-def confusion(model: torch.nn.Module, loader: DataLoader, n_classes: int, device: torch.device, bf16: bool,
+def confusion(model: torch.nn.Module, loader: DataLoader, n_classes: int, device: torch.device, precision: Precision,
               weights: torch.Tensor) -> tuple[ConfusionMatrix, ConfusionMatrix, float]:
     """One pass: confusion matrices over parcel pixels (all, and 5-pixel border cropped) and the
     class-weighted NLL over all parcel pixels; synced across DDP ranks."""
     full, crop5 = ConfusionMatrix(n_classes, device), ConfusionMatrix(n_classes, device)
     totals = torch.zeros(2, dtype=torch.float64, device=device)
-    for batch, log_probs in predict(model, loader, device, bf16):
+    for batch, log_probs in predict(model, loader, device, precision):
         weighted, weight = parcel_nll(log_probs, batch.y, weights)
         totals += torch.stack([weighted.sum(), weight.sum()]).double()
         prediction = log_probs.argmax(1)
@@ -54,7 +54,7 @@ def confusion(model: torch.nn.Module, loader: DataLoader, n_classes: int, device
 
 
 def predict(model: torch.nn.Module, loader: DataLoader, device: torch.device,
-            bf16: bool) -> Iterator[tuple[Batch, torch.Tensor]]:
+            precision: Precision) -> Iterator[tuple[Batch, torch.Tensor]]:
     """``(batch on device, log-probabilities (N, C, H, W))`` for every batch of ``loader``.
 
     The model runs in eval mode without gradients; its training flag is restored at the end
@@ -65,7 +65,7 @@ def predict(model: torch.nn.Module, loader: DataLoader, device: torch.device,
     try:
         for batch in loader:
             batch = batch.to(device, non_blocking=True)
-            with torch.no_grad(), autocast(bf16, device):
+            with torch.no_grad(), precision.autocast(device):
                 log_probs = model(batch.x)
             yield batch, log_probs
     finally:

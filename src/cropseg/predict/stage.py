@@ -38,7 +38,7 @@ from ..s4a.grid import PatchGrid, read_patch_grid
 from .geotiff import confidence_uint8, legend_csv, qgis_style, write_patch_cog, write_text, write_vrt
 from .mosaic import plot_mosaic
 from ..split.labels import LabelSet
-from ..nn.precision import pick_device, use_bf16
+from ..nn.precision import loader_workers, pick_device, resolve_precision
 from ..s4a.netcdf import parse_patch_name
 from ..nn.scoring import predict
 from ..medians.subpatches import stitch
@@ -134,7 +134,7 @@ def predict_with_params(params: Params, *, model_path: Path, medians: Path, netc
 
 def predict_patches(*, model_path: Path, medians: Path, netcdf: Path, patch_list: list[str], out: Path,
                     preview: Path | None, device: str = "auto", precision: str = "auto", batch_size: int = 16,
-                    workers: int = 0, label_set_name: str | None = None, progress: bool = True) -> PredictResult:
+                    workers: int | None = 0, label_set_name: str | None = None, progress: bool = True) -> PredictResult:
     """Predict ``patch_list`` (paths under ``netcdf``, with medians in ``medians``) and write ``out``.
 
     Args:
@@ -145,9 +145,10 @@ def predict_patches(*, model_path: Path, medians: Path, netcdf: Path, patch_list
         out: the output folder, replaced atomically.
         preview: where to draw the largest tile-year mosaic beside its labels; ``None`` for none.
         device: ``auto``, ``cpu`` or ``cuda`` (:func:`cropseg.nn.precision.pick_device`).
-        precision: ``auto``, ``bf16`` or ``32`` (:func:`cropseg.nn.precision.use_bf16`).
+        precision: ``auto``, ``32``, ``bf16`` or ``fp16`` (:func:`cropseg.nn.precision.resolve_precision`).
         batch_size: sub-patches per batch (as the evaluate stage, so band 1 matches it).
-        workers: DataLoader worker processes.
+        workers: DataLoader worker processes (None: chosen from the machine,
+            :func:`cropseg.nn.precision.loader_workers`).
         label_set_name: ``params.labels``; the model must have been trained with it (not checked
             when ``None``).
         progress: show a progress bar.
@@ -171,7 +172,8 @@ def predict_patches(*, model_path: Path, medians: Path, netcdf: Path, patch_list
     if not patch_list:
         raise PredictError("no patches to predict")
     torch_device = pick_device(device)
-    bf16 = use_bf16(precision, torch_device)
+    run_precision = resolve_precision(precision, torch_device)
+    workers = loader_workers(workers, torch_device)
     model, content = load_model(model_path, torch_device)
     label_set = LabelSet.from_dict(content["labels"], str(model_path))
     if label_set_name is not None and label_set.name != label_set_name:
@@ -196,8 +198,8 @@ def predict_patches(*, model_path: Path, medians: Path, netcdf: Path, patch_list
     with atomic_dir(out) as tmp:
         loader = sequential_loader(dataset, batch_size, workers=workers, pin_memory=torch_device.type == "cuda")
         assembler = _PatchAssembler(dataset)
-        bar = tqdm(predict(model, loader, torch_device, bf16), total=len(loader), desc="predict", unit="batch",
-                   disable=not progress, leave=False)
+        bar = tqdm(predict(model, loader, torch_device, run_precision), total=len(loader), desc="predict",
+                   unit="batch", disable=not progress, leave=False)
         for batch, log_probs in bar:
             classes = log_probs.argmax(1).to(torch.uint8).cpu().numpy()
             confidence = confidence_uint8(log_probs.amax(1).float().exp().cpu().numpy())

@@ -28,7 +28,7 @@ from ..nn.label_noise import LabelNoise
 from ..split.labels import LabelSet
 from ..nn.loss import class_weights, per_sample_loss
 from ..core.params import Params
-from ..nn.precision import autocast, pick_device, use_bf16
+from ..nn.precision import Precision, loader_workers, pick_device, resolve_precision
 from .selector import IRREDUCIBLE_FILE
 
 
@@ -47,14 +47,15 @@ class IrreducibleSummary:
 
 @torch.no_grad()
 def holdout_losses(model: torch.nn.Module, dataset: SubPatchDataset, weights: torch.Tensor, *, batch_size: int,
-                   device: torch.device, bf16: bool, progress: bool = True) -> np.ndarray:
+                   device: torch.device, precision: Precision, workers: int = 0,
+                   progress: bool = True) -> np.ndarray:
     """Mean class-weighted parcel-pixel NLL of every sample, indexed by global index (+inf: no parcels)."""
     losses = np.full(len(dataset.records) * dataset.per_patch, np.inf, dtype=np.float32)
     model.eval()
-    for batch in tqdm(sequential_loader(dataset, batch_size), desc="irreducible_loss", unit="batch",
-                      disable=not progress):
-        batch = batch.to(device)
-        with autocast(bf16, device):
+    loader = sequential_loader(dataset, batch_size, workers=workers, pin_memory=device.type == "cuda")
+    for batch in tqdm(loader, desc="irreducible_loss", unit="batch", disable=not progress):
+        batch = batch.to(device, non_blocking=True)
+        with precision.autocast(device):
             log_probs = model(batch.x)
         per_sample = per_sample_loss(log_probs, batch.y, weights, empty=float("inf"))
         losses[batch.index.cpu().numpy()] = per_sample.cpu().numpy()
@@ -66,7 +67,7 @@ def run_irreducible(params: Params, *, holdout_model: Path, medians: Path, split
     """The stage: store the holdout model's per-sample loss over the training split."""
     started = time.perf_counter()
     device = pick_device(params.train.device)
-    bf16 = use_bf16(params.train.precision, device)
+    precision = resolve_precision(params.train.precision, device)
     model, content = load_model(holdout_model, device)
     label_set = LabelSet.from_dict(content["labels"])
     loader = params.loader
@@ -80,7 +81,7 @@ def run_irreducible(params: Params, *, holdout_model: Path, medians: Path, split
     counts = dataset.class_pixel_counts()
     weights = class_weights(counts, params.loss.class_weights_weight, weighted=params.loss.weighted).to(device)
     losses = holdout_losses(model, dataset, weights, batch_size=params.train.physical_batch_size, device=device,
-                            bf16=bf16, progress=progress)
+                            precision=precision, workers=loader_workers(loader.workers, device), progress=progress)
     finite = np.isfinite(losses)
     with atomic_dir(out) as tmp:
         np.save(tmp / IRREDUCIBLE_FILE, losses)
@@ -89,7 +90,7 @@ def run_irreducible(params: Params, *, holdout_model: Path, medians: Path, split
                          "* sub-patches per patch + sub_y * sub_x_count + sub_x",
                 "holdout_model_sha256": sha256_of(holdout_model),
                 "train_list_sha256": sha256_of(split_dir / "train.txt"),
-                "precision": "bf16" if bf16 else "32"}
+                "precision": precision.name}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
     mean = float(losses[finite].mean()) if finite.any() else float("nan")
     return IrreducibleSummary(int(losses.size), int((~finite).sum()), mean, time.perf_counter() - started)

@@ -28,7 +28,7 @@ import torch
 from ..nn.dataset import Batch
 from ..nn.loss import per_sample_loss
 from ..nn.precise_bn import batch_statistics
-from ..nn.precision import autocast
+from ..nn.precision import Precision
 from .method import SCORES, SelectionError, parse_method  # noqa: F401  (re-exported)
 
 IRREDUCIBLE_FILE = "losses.npy"
@@ -47,7 +47,8 @@ def top_k(scores: torch.Tensor, k: int) -> torch.Tensor:
 
 @torch.no_grad()
 def per_sample_scores(model: torch.nn.Module, batch: Batch, weights: torch.Tensor, names: set[str], *,
-                      physical_batch_size: int, bf16: bool, batch_norm_stats: bool = True) -> dict[str, torch.Tensor]:
+                      physical_batch_size: int, precision: Precision,
+                      batch_norm_stats: bool = True) -> dict[str, torch.Tensor]:
     """``loss`` and/or ``margin`` per sample (NaN where a sample has no parcel pixels).
 
     ``batch_norm_stats``: BatchNorm layers normalise with each scored sub-batch's own statistics
@@ -60,7 +61,7 @@ def per_sample_scores(model: torch.nn.Module, batch: Batch, weights: torch.Tenso
     for start in range(0, len(batch), physical_batch_size):
         micro = batch.take(slice(start, start + physical_batch_size))
         with (batch_statistics(model) if batch_norm_stats else contextlib.nullcontext()), \
-                autocast(bf16, micro.x.device):
+                precision.autocast(micro.x.device):
             log_probs = model(micro.x)
         log_probs = log_probs.float()
         if "loss" in names:
@@ -134,13 +135,14 @@ class _EpochSums:
 class Selector:
     """Reduces each block of samples to the batches the optimiser steps on."""
 
-    def __init__(self, cfg, *, weights: torch.Tensor, physical_batch_size: int, bf16: bool, device: torch.device,
-                 seed: int, irreducible_path: Path | None, truth: dict[str, np.ndarray] | None, n_classes: int):
+    def __init__(self, cfg, *, weights: torch.Tensor, physical_batch_size: int, precision: Precision,
+                 device: torch.device, seed: int, irreducible_path: Path | None,
+                 truth: dict[str, np.ndarray] | None, n_classes: int):
         self.terms = parse_method(cfg.method) if cfg is not None else None
         self.block_size = cfg.block_size if cfg is not None and self.terms is not None else 1
         self.n_batches = cfg.n_batches_per_block if cfg is not None else 1
         self.batch_norm_stats = cfg is None or cfg.scoring_norm == "batch"
-        self.weights, self.physical_batch_size, self.bf16 = weights, physical_batch_size, bf16
+        self.weights, self.physical_batch_size, self.precision = weights, physical_batch_size, precision
         self.device, self.seed, self.truth, self.n_classes = device, seed, truth, n_classes
         self.irreducible = None
         if self.terms and {"irreducible", "rho_loss"} & self.terms.keys():
@@ -197,7 +199,7 @@ class Selector:
         needed = {"loss"} if "rho_loss" in self.terms else set()
         needed |= {n for n in ("loss", "margin") if n in self.terms}
         computed = per_sample_scores(model, block, self.weights, needed, physical_batch_size=self.physical_batch_size,
-                                     bf16=self.bf16, batch_norm_stats=self.batch_norm_stats) if needed else {}
+                                     precision=self.precision, batch_norm_stats=self.batch_norm_stats) if needed else {}
         total = torch.zeros(len(block), dtype=torch.float64)
         for name, coefficient in self.terms.items():
             if name == "random":

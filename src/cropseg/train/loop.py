@@ -38,7 +38,7 @@ from ..nn.label_noise import LabelNoise
 from ..nn.loss import class_weights
 from ..nn.models import build_model
 from ..nn.precise_bn import calibration_positions
-from ..nn.precision import pick_device, use_bf16
+from ..nn.precision import loader_workers, pick_device, resolve_precision
 from ..nn.scoring import sequential_loader
 from ..nn.snapshots import Snapshots
 from ..selection.selector import Selector
@@ -136,7 +136,7 @@ def train(params: Params, stage: str, paths: RunPaths, *, progress: bool = True)
     if run.batch_size % world_size:
         raise ValueError(f"{stage}.batch_size {run.batch_size} is not divisible by the {world_size} processes")
     device = pick_device(run.device, local_rank)
-    bf16 = use_bf16(run.precision, device)
+    precision = resolve_precision(run.precision, device)
     _seed_everything(run.seed, run.deterministic)
 
     # ---- data: the split's sub-patches, months chosen, labels mapped to model classes
@@ -163,10 +163,11 @@ def train(params: Params, stage: str, paths: RunPaths, *, progress: bool = True)
     model = build_model(params.model.arch, bands=train_set.bands, months=train_set.months,
                         n_classes=label_set.n_classes, width=params.model.width, depth=params.model.depth,
                         norm=params.model.norm, class_frequencies=counts if counts[1:].sum() > 0 else None).to(device)
-    if bf16:
+    if precision.autocasts:
         model = model.to(memory_format=torch.channels_last)
     weights = class_weights(counts, params.loss.class_weights_weight, weighted=params.loss.weighted).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=run.lr, weight_decay=run.weight_decay)
+    scaler = precision.grad_scaler(device)  # fp16's loss scaler; a no-op in the other precisions
     # the comparison protocol (budget of samples seen, schedule, snapshots, kept model) is the target model's
     protocol = params.protocol if stage == "train" else Protocol()
     scheduler = _plateau(optimizer, params.model.arch, run, protocol.lr_schedule)
@@ -176,24 +177,26 @@ def train(params: Params, stage: str, paths: RunPaths, *, progress: bool = True)
 
     # ---- selection: how a block of samples is reduced to the batches trained on
     selection = params.selection if stage == "train" else None
-    selector = Selector(selection, weights=weights, physical_batch_size=run.physical_batch_size, bf16=bf16,
-                        device=device, seed=run.seed, irreducible_path=paths.irreducible,
+    selector = Selector(selection, weights=weights, physical_batch_size=run.physical_batch_size,
+                        precision=precision, device=device, seed=run.seed, irreducible_path=paths.irreducible,
                         truth=_truth_for(train_set, paths.truth), n_classes=label_set.n_classes)
     local_batch = run.batch_size // world_size
     sampler = BlockSampler(len(train_set), selector.block_samples(run.batch_size), seed=run.seed,
                            rank=rank, world_size=world_size)
-    train_loader = DataLoader(train_set, sampler=sampler, batch_size=None, num_workers=loader_cfg.workers,
-                              pin_memory=device.type == "cuda", persistent_workers=loader_cfg.workers > 0)
+    workers = loader_workers(loader_cfg.workers, device)  # null: chosen from the machine
+    train_loader = DataLoader(train_set, sampler=sampler, batch_size=None, num_workers=workers,
+                              pin_memory=device.type == "cuda", persistent_workers=workers > 0)
     val_loader = sequential_loader(val_set, run.physical_batch_size, rank=rank, world_size=world_size,
-                                   workers=loader_cfg.workers, pin_memory=device.type == "cuda")
+                                   workers=workers, pin_memory=device.type == "cuda")
 
     # ---- resume: only a checkpoint of this exact run (params, inputs, world size, code)
     run_params, config = run_config(params, stage, run, selection, paths, uses_irreducible=selector.uses_irreducible,
                                     world_size=world_size)
     digest = config_digest(config)
     last_path, best_path = paths.checkpoint_dir / "last.pt", paths.checkpoint_dir / "best.pt"
-    state = resume(last_path, digest, model=model, optimizer=optimizer, scheduler=scheduler, selector=selector,
-                   stage=stage, rank=rank, checkpoint_dir=paths.checkpoint_dir, metrics_dir=paths.metrics_dir)
+    state = resume(last_path, digest, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
+                   selector=selector, stage=stage, rank=rank, checkpoint_dir=paths.checkpoint_dir,
+                   metrics_dir=paths.metrics_dir)
     counters, resumed = state.counters, state.resumed_from is not None
     snapshots = Snapshots(paths.checkpoint_dir / "snapshots", protocol.samples_seen, protocol.test_points,
                           counters.samples_seen, fresh=not resumed, writer=rank == 0)
@@ -205,8 +208,8 @@ def train(params: Params, stage: str, paths: RunPaths, *, progress: bool = True)
 
     val = Validation(model=model, optimizer=optimizer, scheduler=scheduler, selector=selector, tracker=tracker,
                      train_set=train_set, bn_sample=bn_sample, val_loader=val_loader, weights=weights, params=params,
-                     run=run, label_set=label_set, keep=protocol.keep, best_path=best_path, device=device, bf16=bf16,
-                     rank=rank)
+                     run=run, label_set=label_set, keep=protocol.keep, best_path=best_path, device=device,
+                     precision=precision, rank=rank)
 
     # ---- epochs: blocks -> selection -> one optimiser step per batch, until the epochs or the
     # samples-seen budget (protocol.samples_seen) are used up
@@ -228,7 +231,8 @@ def train(params: Params, stage: str, paths: RunPaths, *, progress: bool = True)
                 # sample of its block with zero weight), or the other ranks' gradient all-reduce would hang
                 empty = len(batch) == 0
                 loss, pixels, seen = optimizer_step(net, optimizer, block.take(slice(0, 1)) if empty else batch,
-                                                    weights, run, bf16, device, world_size, contributes=not empty)
+                                                    weights, run, precision, device, world_size, scaler=scaler,
+                                                    contributes=not empty)
                 counters.step += 1
                 counters.samples_seen += seen
                 counters.pixels_seen += pixels
@@ -257,8 +261,9 @@ def train(params: Params, stage: str, paths: RunPaths, *, progress: bool = True)
             validate(val, state)
         tracker.flush()
         if rank == 0:
-            save_checkpoint(last_path, digest, model=model, optimizer=optimizer, scheduler=scheduler, selector=selector,
-                            state=state, checkpoint_dir=paths.checkpoint_dir, metrics_dir=paths.metrics_dir)
+            save_checkpoint(last_path, digest, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
+                            selector=selector, state=state, checkpoint_dir=paths.checkpoint_dir,
+                            metrics_dir=paths.metrics_dir)
 
     # ---- the final outputs: the kept model (best val, or last), its metrics as the run's summary, snapshots
     if rank == 0:

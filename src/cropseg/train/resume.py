@@ -95,14 +95,15 @@ def run_config(params: Params, stage: str, run: Run, selection: Selection | None
 
 
 def resume(path: Path, digest: str, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-           scheduler: Plateau | None, selector: Selector, stage: str, rank: int, checkpoint_dir: Path,
-           metrics_dir: Path) -> RunState:
+           scheduler: Plateau | None, scaler: torch.amp.GradScaler, selector: Selector, stage: str, rank: int,
+           checkpoint_dir: Path, metrics_dir: Path) -> RunState:
     """The state of this exact run's checkpoint at ``path``, loaded into the objects; a fresh state without.
 
     Args:
         path: the last checkpoint (``last.pt``).
         digest: this run's config digest; a checkpoint of another one is ignored.
-        model, optimizer, scheduler, selector: get the checkpoint's state (the scheduler may be None).
+        model, optimizer, scheduler, scaler, selector: get the checkpoint's state (the scheduler may be
+            None; the loss scaler's state is fp16's current scale, so a resumed fp16 run continues exactly).
         stage: named in the resume message.
         rank: the process that prints and restores the metric logs.
         checkpoint_dir: holds the logs saved with the checkpoint (``metrics/``).
@@ -118,6 +119,8 @@ def resume(path: Path, digest: str, *, model: torch.nn.Module, optimizer: torch.
     optimizer.load_state_dict(saved["optimizer"])
     if scheduler is not None:
         scheduler.load_state_dict(saved["scheduler"])
+    if saved["scaler"]:  # empty: a disabled scaler (not fp16), nothing to restore
+        scaler.load_state_dict(saved["scaler"])
     selector.load_state_dict(saved["selector"])
     counters = Counters(**saved["counters"])
     state = RunState(counters, saved["best"], saved["best_epoch"], saved["history"], resumed_from=counters.epoch)
@@ -129,8 +132,8 @@ def resume(path: Path, digest: str, *, model: torch.nn.Module, optimizer: torch.
 
 
 def save_checkpoint(path: Path, digest: str, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                    scheduler: Plateau | None, selector: Selector, state: RunState, checkpoint_dir: Path,
-                    metrics_dir: Path) -> None:
+                    scheduler: Plateau | None, scaler: torch.amp.GradScaler, selector: Selector, state: RunState,
+                    checkpoint_dir: Path, metrics_dir: Path) -> None:
     """Write the checkpoint :func:`resume` continues from (rank 0 only), the metric logs so far beside it.
 
     The logs go first: a resumed run restores them and drops whatever was logged after the
@@ -139,6 +142,7 @@ def save_checkpoint(path: Path, digest: str, *, model: torch.nn.Module, optimize
     copy_tree(metrics_dir, checkpoint_dir / "metrics")
     save_atomic({"digest": digest, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                  "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                 "scaler": scaler.state_dict(),
                  "selector": selector.state_dict(), "counters": state.counters.as_dict(), "best": state.best,
                  "best_epoch": state.best_epoch, "history": state.history}, path)
 

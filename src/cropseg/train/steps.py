@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -22,12 +22,14 @@ from ..nn.checkpoint import model_file, save_atomic
 from ..nn.dataset import SubPatchDataset
 from ..nn.loss import parcel_nll
 from ..nn.precise_bn import recalibrate
-from ..nn.precision import autocast
+from ..nn.precision import Precision
 from ..nn.scoring import confusion, headline
 from ..selection.selector import Selector
 from ..split.labels import LabelSet
-from ..tracking.tracker import Tracker
 from .resume import Plateau, RunState
+
+if TYPE_CHECKING:  # the type only: an optimiser step (and bench/train_throughput.py) needs no tracker
+    from ..tracking.tracker import Tracker
 
 
 def all_reduce_sum(value: torch.Tensor, world_size: int) -> torch.Tensor:
@@ -38,9 +40,14 @@ def all_reduce_sum(value: torch.Tensor, world_size: int) -> torch.Tensor:
 
 
 def optimizer_step(net: torch.nn.Module, optimizer: torch.optim.Optimizer, batch, weights: torch.Tensor, run: Run,
-                   bf16: bool, device: torch.device, world_size: int, *,
+                   precision: Precision, device: torch.device, world_size: int, *, scaler: torch.amp.GradScaler,
                    contributes: bool = True) -> tuple[float, int, int]:
     """One optimiser step on ``batch`` in micro-batches; returns (loss, labelled pixels, samples), job-wide.
+
+    ``scaler`` (:meth:`cropseg.nn.precision.Precision.grad_scaler`) scales the loss under fp16, so
+    that small gradients do not underflow, and unscales the gradients before clipping; it skips
+    the step when they overflowed (and lowers the scale). In the other precisions it does nothing.
+    Under DDP every rank sees the same all-reduced gradients, so all of them skip or step together.
 
     ``contributes=False``: this rank has no sample in the step; ``batch`` only keeps it in the
     collective calls, with zero weight in the loss, the gradient and the counters."""
@@ -56,13 +63,15 @@ def optimizer_step(net: torch.nn.Module, optimizer: torch.optim.Optimizer, batch
     for i, start in enumerate(micro_batches):
         micro = batch.take(slice(start, start + run.physical_batch_size))
         sync = i == len(micro_batches) - 1 or not hasattr(net, "no_sync")
-        with (contextlib.nullcontext() if sync else net.no_sync()), autocast(bf16, device):
+        with (contextlib.nullcontext() if sync else net.no_sync()), precision.autocast(device):
             weighted, _ = parcel_nll(net(micro.x), micro.y, weights)
-            (weighted.sum() * scale).backward()
+            scaler.scale(weighted.sum() * scale).backward()
         loss_sum += weighted.sum().detach() * share
     if run.grad_clip > 0:
+        scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
         torch.nn.utils.clip_grad_norm_(net.parameters(), run.grad_clip)
-    optimizer.step()
+    scaler.step(optimizer)  # optimizer.step(), unless fp16 gradients overflowed
+    scaler.update()
     loss = float(all_reduce_sum(loss_sum, world_size)) / max(total_weight, 1e-12)
     return loss, int(pixels), int(samples)
 
@@ -93,7 +102,7 @@ class Validation:
     keep: str  # protocol.keep
     best_path: Path
     device: torch.device
-    bf16: bool
+    precision: Precision
     rank: int
 
 
@@ -109,8 +118,9 @@ def validate(v: Validation, state: RunState) -> dict[str, float]:
     """
     state.validated_at = state.counters.samples_seen
     # population statistics of the current weights, before they are validated or saved
-    recalibrate(v.model, v.train_set, v.bn_sample, batch_size=v.run.physical_batch_size, device=v.device, bf16=v.bf16)
-    full, crop5, val_loss = confusion(v.model, v.val_loader, v.label_set.n_classes, v.device, v.bf16, v.weights)
+    recalibrate(v.model, v.train_set, v.bn_sample, batch_size=v.run.physical_batch_size, device=v.device,
+                precision=v.precision)
+    full, crop5, val_loss = confusion(v.model, v.val_loader, v.label_set.n_classes, v.device, v.precision, v.weights)
     metrics = headline(full, crop5) | {"loss": val_loss, "lr": v.optimizer.param_groups[0]["lr"]}
     metrics |= v.selector.epoch_telemetry()
     state.history.append({"epoch": state.counters.epoch, **metrics})
