@@ -695,14 +695,14 @@ def test_split_warns_when_the_label_set_lacks_training_pixels_or_val_has_one_cla
     from cropseg.split.labels import load_label_set
     from cropseg.split.stage import label_set_warnings
 
-    # counts by S4A code as in the default synthetic data: crops and grassland (910), no 970-999 code
+    # counts by S4A code as in the default synthetic data: crops and grassland (910), no 970-976 (non-crop) code
     summary = {"pixels": {"train": {"classes": {"0": 9, "110": 143621, "120": 86209, "910": 40812}},
                           "val": {"classes": {"0": 3, "110": 13802, "120": 19427}}}}
     labels = Path(__file__).resolve().parents[1] / "configs" / "labels"
     warnings = label_set_warnings(summary, load_label_set("crop_presence", labels))
-    assert warnings == ["1 class(es) of the label set have no training pixel: unknown",
+    assert warnings == ["1 class(es) of the label set have no training pixel: non_crop",
                         "the val split holds 1 class(es) (crop): val F1 cannot tell a model from a constant "
                         "prediction"]
-    summary["pixels"]["val"]["classes"]["910"] = 5
+    summary["pixels"]["val"]["classes"]["975"] = 5
     summary["pixels"]["train"]["classes"]["975"] = 1
     assert label_set_warnings(summary, load_label_set("crop_presence", labels)) == []
