@@ -66,6 +66,10 @@ class TileYearError(ValueError):
         self.message = message
         super().__init__(f"data.{field}: {message}")
 
+    def __reduce__(self):
+        # Exception pickles only the message; a worker's error must come back whole
+        return type(self), (self.field, self.message)
+
 
 def region_of(tile: str) -> Region | None:
     """The S4A region of ``tile``, or None for a tile S4A does not cover."""
