@@ -28,12 +28,12 @@ from cropseg.fetch.synthetic_files import write_patch
 from fakehub import FakeHub, FakeHubServer, HubFile
 
 REPO = "paren8esis/S4A"
-YEARS, TILES = [2019, 2020], ["31TCG", "31TCJ"]
+YEARS, TILES = [2019, 2020], ["31TCG", "31TDG"]
 
 
 @pytest.fixture(scope="module")
 def patches(tmp_path_factory) -> dict[str, bytes]:
-    """relpath -> bytes of 5 real tiny S4A files: 2019/31TCG x2, 2019/31TCJ, 2020/31TCG, 2020/31TCJ."""
+    """relpath -> bytes of 5 real tiny S4A files: 2019/31TCG x2, 2019/31TDG, 2020/31TCG, 2020/31TDG."""
     cfg = SyntheticData(patches=5, patch_size=61, acquisitions=4)
     root = tmp_path_factory.mktemp("s4a")
     plans = plan_patches(cfg, YEARS, TILES)
@@ -45,7 +45,7 @@ def patches(tmp_path_factory) -> dict[str, bytes]:
 def _repo_path(relpath: str) -> str:
     """Where the repo stores a patch: ``data/YYYY/TILE/name``, except one kept in an odd folder."""
     name = parse_patch_name(relpath)
-    if (name.year, name.tile) == (2019, "31TCJ"):
+    if (name.year, name.tile) == (2019, "31TDG"):
         return f"extra/{name.filename}"  # selection must go by file name, not folder
     return f"data/{relpath}"
 
@@ -83,7 +83,7 @@ def hub(patches, monkeypatch):
 
 
 def _data(tmp_path: Path, years=(2019,), tiles=TILES, limit=None, retries=2, workers=2) -> Data:
-    return Data(source="huggingface", years=list(years), tiles=list(tiles), limit=limit,
+    return Data(source="huggingface", years=list(years), tiles=None if tiles is None else list(tiles), limit=limit,
                 huggingface=HuggingFaceData(repo_id=REPO, revision="main", retries=retries, backoff_s=0.001,
                                             workers=workers, cache_dir=str(tmp_path / "cache")))
 
@@ -93,9 +93,10 @@ def _tree(root: Path) -> list[str]:
 
 
 @pytest.mark.parametrize(("years", "tiles", "limit", "expected"), [
-    ((2019,), TILES, None, ["2019/31TCG/0", "2019/31TCG/1", "2019/31TCJ/0"]),
-    ((2019, 2020), ["31TCJ"], None, ["2019/31TCJ/0", "2020/31TCJ/0"]),
+    ((2019,), TILES, None, ["2019/31TCG/0", "2019/31TCG/1", "2019/31TDG/0"]),
+    ((2019, 2020), ["31TDG"], None, ["2019/31TDG/0", "2020/31TDG/0"]),
     ((2019, 2020), TILES, 2, ["2019/31TCG/0", "2019/31TCG/1"]),
+    ((2020,), None, None, ["2020/31TCG/0", "2020/31TDG/0"]),  # data.tiles: all -> no tile filter
 ])
 def test_filters_place_exact_files_with_identical_bytes(hub, patches, tmp_path, years, tiles, limit, expected):
     by_group: dict[str, list[str]] = {}
@@ -148,7 +149,7 @@ def test_dropped_connection_resumes_with_range_request(hub, patches, tmp_path, m
 
 
 def test_rerun_after_a_failed_fetch_downloads_only_what_is_missing(hub, patches, tmp_path):
-    bad = sorted(patches)[2]  # 2019/31TCJ, fetched last
+    bad = sorted(patches)[2]  # 2019/31TDG, fetched last
     hub.faults[_repo_path(bad)] = ["corrupt"] * 3
     with pytest.raises(hf.ChecksumMismatch):
         hf.download_patches(_data(tmp_path, retries=2, workers=1), tmp_path / "run1")
@@ -204,7 +205,7 @@ def test_copies_when_hard_links_fail(hub, patches, tmp_path, monkeypatch):
         raise OSError(18, "Invalid cross-device link")
 
     monkeypatch.setattr(hf.os, "link", no_link)
-    placed = hf.download_patches(_data(tmp_path, tiles=["31TCJ"]), tmp_path / "netcdf")
+    placed = hf.download_patches(_data(tmp_path, tiles=["31TDG"]), tmp_path / "netcdf")
     assert len(placed) == 1
     assert placed[0].read_bytes() == patches[placed[0].relative_to(tmp_path / "netcdf").as_posix()]
     assert placed[0].stat().st_nlink == 1

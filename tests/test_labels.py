@@ -17,7 +17,7 @@ def test_shipped_sets_load():
     s4a11 = load_label_set("s4a11", ROOT)
     assert s4a11.n_classes == 12 and s4a11.class_names[0] == "background"
     assert s4a11.class_names[1:4] == ("wheat", "maize", "sorghum")
-    assert load_label_set("crop_presence", ROOT).class_names == ("background", "crop", "non_crop", "unknown")
+    assert load_label_set("crop_presence", ROOT).class_names == ("background", "crop", "non_crop")
     eight = load_label_set("eight", ROOT)
     assert eight.n_classes == 9
     synthetic_codes = np.array([c.code for c in CROPS])
@@ -33,8 +33,8 @@ def test_map_numpy_and_torch():
     t = s.map(torch.from_numpy(codes.astype(np.int64)))
     assert t.dtype == torch.int64 and (t.numpy() == expected).all()
     assert s.map(np.array([-5, 110], dtype=np.int32)).tolist() == [0, 1]
-    crop = load_label_set("crop_presence", ROOT)
-    assert crop.map(np.array([110, 330, 810, 910, 921, 990, 0])).tolist() == [1, 1, 1, 2, 1, 3, 0]
+    crop = load_label_set("crop_presence", ROOT)  # the thesis': grassland is a crop, 192 / 977 background
+    assert crop.map(np.array([110, 330, 810, 910, 921, 975, 977, 192, 998, 0])).tolist() == [1, 1, 1, 1, 1, 2, 0, 0, 1, 0]
 
 
 def test_dict_round_trip():

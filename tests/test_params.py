@@ -129,3 +129,36 @@ def test_the_training_stage_refuses_a_bad_selection_method_before_any_work(tmp_p
         assert "selection.method: selection.method 'los': unknown score 'los'" in done.stderr
         assert "Traceback" not in done.stderr
         assert not (tmp_path / "model.pt").exists() and not (tmp_path / "metrics").exists()
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"tiles": ["31TCK"]}, "data.tiles: 31TCK is not an S4A tile (S4A has Catalonia (ES) 2019, 2020: "
+                           "31TBF 31TCF 31TCG 31TDF 31TDG; France (FR) 2019: 31TCJ 31TCL 31TDK 31TDM 31UCP 31UDR)"),
+    ({"tiles": ["31TCJ"], "years": [2020]}, "data.tiles: 31TCJ has no 2020 patches in S4A (France: 2019 only)"),
+    ({"tiles": "all", "years": [2018]}, "data.years: 2018 has no patches in S4A (S4A has patches of 2019, 2020 only)"),
+    ({"source": "huggingface", "tiles": ["31TBG", "31TCG"]}, "data.tiles: 31TBG is not an S4A tile"),
+    ({"tiles": "some"}, "data.tiles: expected a list of MGRS tile names like '31TCG', or 'all', got 'some'"),
+])
+def test_tiles_must_be_real_s4a_tile_years(data, message):
+    with pytest.raises(ParamsError) as caught:
+        parse_params({"data": data})
+    assert message in str(caught.value) and "1 invalid field(s)" in str(caught.value)
+
+
+def test_tiles_all_and_pairs_s4a_lacks():
+    # all and null: no tile list (every S4A tile of the years for synthetic, no filter otherwise)
+    for value in ("all", None):
+        data = parse_params({"data": {"tiles": value}}).data
+        assert data.tiles is None and data.wants_tile("31UDR") and data.wants_tile("32ABC")
+    # some pairs S4A lacks are fine (skipped by the generator): 31TCJ 2019 and 31TCG 2019, 2020
+    assert parse_params({"data": {"tiles": ["31TCG", "31TCJ"]}}).data.tiles == ["31TCG", "31TCJ"]
+    # huggingface checks tiles only (the hub listing decides about years); local takes any tile
+    assert parse_params({"data": {"source": "huggingface", "tiles": ["31TCJ"], "years": [2020]}}).data.years == [2020]
+    local = parse_params({"data": {"source": "local", "local": {"path": "x"}, "tiles": ["32UPU"], "years": [2021]}})
+    assert local.data.tiles == ["32UPU"] and not local.data.wants_tile("31TCG")
+
+
+def test_default_data_is_real_s4a_tile_years():
+    data = load_params(REPO / "params.yaml").data
+    assert data.tiles == ["31TCF", "31TCG", "31TDF", "31TDG"] and data.years == [2019, 2020]
+    assert data.synthetic.patches == 12

@@ -85,7 +85,7 @@ def test_footprint_reads_the_crs_of_the_labels_variable():
 
 def test_whole_pipeline_runs_on_the_fixture(tmp_path):
     # fetch with the default worker count: workers send results (and errors) back pickled
-    summary = fetch_s4a(Data(source="local", local=LocalData(path=str(FIXTURE))), tmp_path / "netcdf")
+    summary = fetch_s4a(Data(source="local", tiles=None, local=LocalData(path=str(FIXTURE))), tmp_path / "netcdf")
     assert (summary.patches, summary.skipped) == (4, 0)
     index = pd.read_csv(tmp_path / "netcdf" / "index.csv")
     assert index.path.tolist() == FILES and set(index.n_dates) == {5}

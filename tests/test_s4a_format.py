@@ -21,6 +21,7 @@ from cropseg.core.executor import ordered_map
 from cropseg.fetch.stage import _validate
 from cropseg.split.patch_table import PatchTableError, patch_row
 from cropseg.split.rules import RuleError
+from cropseg.s4a.tiles import TileYearError
 from cropseg.s4a.netcdf import (BANDS, RASTER_ATTRIBUTES, InvalidPatch, PatchInfo, decode_time, raster_attribute,
                          validate_patch)
 from cropseg.fetch.synthetic import generate_patch, plan_patches
@@ -88,7 +89,8 @@ def _exception_classes() -> list[type[BaseException]]:
 
 #: How to build each exception a worker can raise: the constructor's own arguments.
 SPECIAL_ARGS = {InvalidPatch: (Path("/data/2019_31TCG_patch_01_01.nc"), ["band group 'B05' missing", "x: y"]),
-                RuleError: ("configs/split_rules/x.yaml", [("rules[1].rules[0]", "unknown key 'yeer'")])}
+                RuleError: ("configs/split_rules/x.yaml", [("rules[1].rules[0]", "unknown key 'yeer'")]),
+                TileYearError: ("tiles", "31TCJ has no 2020 patches in S4A (France: 2019 only)")}
 
 
 def _instance(cls: type[BaseException]) -> BaseException:
@@ -104,13 +106,15 @@ def test_every_exception_pickles_with_its_message(cls):
         assert (again.path, again.defects) == (error.path, error.defects)
     if isinstance(error, RuleError):
         assert (again.source, again.problems) == (error.source, error.problems)
+    if isinstance(error, TileYearError):
+        assert (again.field, again.message) == (error.field, error.message)
 
 
 #: Every exception class of the package: a new one must be added here (and so to the pickling test).
 EXCEPTIONS = {"ChecksumMismatch", "DatasetError", "DemError", "DownloadError", "EvaluateError", "FetchError",
               "GridError", "HubError", "InvalidPatch", "LabelSetError", "MediansError", "NoMatchingPatches",
               "NotFound", "ParamsError", "PatchTableError", "PredictError", "ReportError", "RuleError",
-              "SelectionError", "SplitError", "StoreError"}
+              "SelectionError", "SplitError", "StoreError", "TileYearError"}
 
 
 def test_the_exception_list_is_complete():

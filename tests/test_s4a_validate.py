@@ -125,7 +125,7 @@ def test_the_stage_lists_every_bad_file_and_writes_nothing(tmp_path):
     local = _local_folder(tmp_path, ["not_hdf5", "missing_band"])
     # renamed copies no longer parse as patch names: both are reported, with their own defects
     out = tmp_path / "netcdf"
-    data = Data(source="local", local=LocalData(path=str(local)))
+    data = Data(source="local", tiles=None, local=LocalData(path=str(local)))
     with pytest.raises(FetchError) as caught:
         fetch_s4a(data, out, workers=1)
     message = str(caught.value)
@@ -138,7 +138,7 @@ def test_the_stage_lists_every_bad_file_and_writes_nothing(tmp_path):
 def test_skip_leaves_bad_files_out_and_reports_them(tmp_path):
     local = _local_folder(tmp_path, ["truncated", "bad_name"])
     out = tmp_path / "netcdf"
-    data = Data(source="local", on_invalid="skip", local=LocalData(path=str(local)))
+    data = Data(source="local", tiles=None, on_invalid="skip", local=LocalData(path=str(local)))
     summary = fetch_s4a(data, out, workers=1)
     assert (summary.patches, summary.skipped) == (4, 2)
     report = pd.read_csv(out / "invalid.csv")
@@ -181,7 +181,7 @@ def _mixed_folder(tmp_path: Path) -> tuple[Path, dict[str, str]]:
 
 def test_mixed_folder_with_default_workers_names_every_bad_file_by_its_source(tmp_path):
     local, defects = _mixed_folder(tmp_path)
-    data = Data(source="local", local=LocalData(path=str(local)))
+    data = Data(source="local", tiles=None, local=LocalData(path=str(local)))
     with pytest.raises(FetchError) as caught:
         fetch_s4a(data, tmp_path / "netcdf")  # the default worker count: errors come back from processes
     message = str(caught.value)
@@ -197,7 +197,7 @@ def test_mixed_folder_with_default_workers_names_every_bad_file_by_its_source(tm
 
 def test_mixed_folder_skip_keeps_the_good_files_and_reports_the_same_bytes_twice(tmp_path):
     local, defects = _mixed_folder(tmp_path)
-    data = Data(source="local", on_invalid="skip", local=LocalData(path=str(local)))
+    data = Data(source="local", tiles=None, on_invalid="skip", local=LocalData(path=str(local)))
     reports = []
     for run in ("a", "b"):
         summary = fetch_s4a(data, tmp_path / run)

@@ -217,19 +217,24 @@ def test_random_split_is_seeded_deterministic_and_rule_local():
         {k: v for k, v in with_more.items() if k.startswith("2019")}
 
 
-def test_default_preset_on_the_default_synthetic_patches():
-    paths = [p.name.relpath for p in plan_patches(SyntheticData(), [2019, 2020], ["31TCG", "31TCJ"])]
-    for preset, expected in (("random_80_10_10", {"train": 6, "val": 1, "test": 1}),
-                             ("tiny", {"train": 4, "val": 2, "test": 2}),
-                             ("temporal_tile_year", {"train": 4, "val": 2, "test": 2})):
+def test_default_presets_on_the_default_synthetic_patches():
+    from cropseg.core.params import load_params
+
+    data = load_params(ROOT / "params.yaml").data  # 12 patches on 4 Catalan tiles x 2019, 2020
+    paths = [p.name.relpath for p in plan_patches(data.synthetic, data.years, data.tiles)]
+    assert sorted({p[:10] for p in paths}) == ["2019/31TCF", "2019/31TCG", "2019/31TDF", "2019/31TDG",
+                                               "2020/31TCF", "2020/31TCG", "2020/31TDF", "2020/31TDG"]
+    for preset, expected in (("random_80_10_10", {"train": 10, "val": 1, "test": 1}),
+                             ("tiny", {"train": 4, "val": 2, "test": 2, "": 4}),
+                             ("temporal_tile_year", {"train": 8, "val": 2, "test": 2})):
         ruleset = parse_rules(yaml.safe_load((PRESETS / f"{preset}.yaml").read_text()), preset)
         result = apply_rules(ruleset, names_table(paths), seed=0)
         assert result["split"].value_counts().to_dict() == expected, preset
     temporal = parse_rules(yaml.safe_load((PRESETS / "temporal_tile_year.yaml").read_text()))
     got = dict(zip(paths, apply_rules(temporal, names_table(paths))["split"]))
     assert all(v == "train" for k, v in got.items() if k.startswith("2019"))
-    assert all(v == "val" for k, v in got.items() if k.startswith("2020/31TCJ"))
-    assert all(v == "test" for k, v in got.items() if k.startswith("2020/31TCG"))
+    assert {k for k, v in got.items() if v == "val"} == {p for p in paths if p[:10] in ("2020/31TCF", "2020/31TDF")}
+    assert {k for k, v in got.items() if v == "test"} == {p for p in paths if p[:10] in ("2020/31TCG", "2020/31TDG")}
 
 
 def test_every_preset_is_valid_and_commented():
@@ -494,7 +499,9 @@ def test_elevation_from_any_crs_ignores_nodata_and_joins_tiles_on_an_edge(tmp_pa
 
 @pytest.fixture(scope="module")
 def patches(tmp_path_factory) -> Path:
-    """6 tiny synthetic patches in data/netcdf layout, with index.csv, and a DEM over tile 31TCG only."""
+    """6 tiny synthetic patches in data/netcdf layout, with index.csv, and a DEM over tile 31TCG only.
+
+    31TCG in 2019 and 2020, 31TCJ (France) in 2019 only, as in S4A: 2 patches per tile-year."""
     root = tmp_path_factory.mktemp("data")
     netcdf = root / "netcdf"
     cfg = SyntheticData(patches=6, patch_size=61, acquisitions=3)
@@ -613,11 +620,12 @@ def test_stage_script_help_and_run(patches, tmp_path):
                            "--rules-dir", str(PRESETS), "--out", str(tmp_path / "split")],
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.startswith("split: rules temporal_tile_year: 6 patches -> train 4, val 1, test 1")
+    # 2019 -> train; 2020/31TCG -> test; no 2020 patch of the val tiles (31TCF, 31TDF)
+    assert done.stdout.startswith("split: rules temporal_tile_year: 6 patches -> train 4, val 0, test 2")
 
 
-#: 5 tiles x 2 years x 3 grid positions, hand-built.
-TILES5 = ("31TCG", "31TCJ", "31TCK", "31TDG", "31TDF")
+#: 5 tiles x 2 years x 3 grid positions, hand-built (the 5 S4A tiles with 2019 and 2020 patches).
+TILES5 = ("31TBF", "31TCF", "31TCG", "31TDF", "31TDG")
 GRID_PATHS = [name(year, tile, x, y) for year in (2019, 2020) for tile in TILES5
               for x, y in ((1, 1), (12, 3), (25, 28))]
 SPATIAL = [{"target": [{"target": "train", "split": 0.6}, {"target": "val", "split": 0.2},
@@ -687,14 +695,14 @@ def test_split_warns_when_the_label_set_lacks_training_pixels_or_val_has_one_cla
     from cropseg.split.labels import load_label_set
     from cropseg.split.stage import label_set_warnings
 
-    # counts by S4A code as in the default synthetic data: crops and grassland (910), no 970-999 code
+    # counts by S4A code as in the default synthetic data: crops and grassland (910), no 970-976 (non-crop) code
     summary = {"pixels": {"train": {"classes": {"0": 9, "110": 143621, "120": 86209, "910": 40812}},
                           "val": {"classes": {"0": 3, "110": 13802, "120": 19427}}}}
     labels = Path(__file__).resolve().parents[1] / "configs" / "labels"
     warnings = label_set_warnings(summary, load_label_set("crop_presence", labels))
-    assert warnings == ["1 class(es) of the label set have no training pixel: unknown",
+    assert warnings == ["1 class(es) of the label set have no training pixel: non_crop",
                         "the val split holds 1 class(es) (crop): val F1 cannot tell a model from a constant "
                         "prediction"]
-    summary["pixels"]["val"]["classes"]["910"] = 5
+    summary["pixels"]["val"]["classes"]["975"] = 5
     summary["pixels"]["train"]["classes"]["975"] = 1
     assert label_set_warnings(summary, load_label_set("crop_presence", labels)) == []

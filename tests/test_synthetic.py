@@ -68,7 +68,7 @@ def test_same_seed_same_bytes_other_seed_other_data(tmp_path):
 
 def test_patches_spread_over_years_and_tiles_with_valid_names():
     cfg = tiny_data(patches=10).synthetic
-    plans = plan_patches(cfg, [2019, 2020], ["31TCG", "31TCJ"])
+    plans = plan_patches(cfg, [2019, 2020], ["31TCG", "31TDG"])
     combos = pd.Series([(p.name.year, p.name.tile) for p in plans]).value_counts()
     assert sorted(combos.values) == [2, 2, 3, 3]
     for plan in plans:
@@ -167,6 +167,42 @@ def test_a_random_forest_on_monthly_medians_separates_the_classes_as_the_readme_
     assert accuracy >= 0.94, accuracy
 
 
+def test_patches_only_on_the_tile_years_s4a_has():
+    cfg = tiny_data(patches=48).synthetic
+    # France has 2019 only: the pair (2020, 31TCJ) is skipped, the others get 16 patches each
+    plans = plan_patches(cfg, [2019, 2020], ["31TCJ", "31TCG"])
+    assert pd.Series([p.name.relpath[:10] for p in plans]).value_counts().to_dict() == {
+        "2019/31TCG": 16, "2019/31TCJ": 16, "2020/31TCG": 16}
+    assert all(0 <= p.name.x < 30 and 0 <= p.name.y < 30 for p in plans)
+    assert plans[0].name.filename.startswith("2019_31TCG_patch_")
+    # tiles=None (data.tiles: all): every S4A tile of the years, 11 in 2019 and 5 in 2020
+    every = plan_patches(tiny_data(patches=16).synthetic, [2019, 2020], None)
+    assert sorted({(p.name.year, p.name.tile) for p in every}) == [
+        (2019, t) for t in ("31TBF", "31TCF", "31TCG", "31TCJ", "31TCL", "31TDF", "31TDG", "31TDK", "31TDM",
+                            "31UCP", "31UDR")] + [(2020, t) for t in ("31TBF", "31TCF", "31TCG", "31TDF", "31TDG")]
+
+
+@pytest.mark.parametrize("years, tiles, message", [
+    ([2020], ["31TCJ"], r"data.tiles: 31TCJ has no 2020 patches in S4A \(France: 2019 only\)"),
+    ([2019], ["31TCG", "31TCK"], r"data.tiles: 31TCK is not an S4A tile \(S4A has Catalonia \(ES\) 2019, 2020: 31TBF"),
+    ([2019, 2020], ["31TCJ", "31TDK"], r"data.years: 2020 has no patches on 31TCJ 31TDK in S4A \(it has 2020 "
+                                       r"patches on 31TBF 31TCF 31TCG 31TDF 31TDG only\)"),
+    ([2021], None, r"data.years: 2021 has no patches in S4A \(S4A has patches of 2019, 2020 only\)"),
+])
+def test_tile_years_s4a_lacks_are_clear_errors(years, tiles, message):
+    with pytest.raises(ValueError, match=message):
+        plan_patches(tiny_data().synthetic, years, tiles)
+
+
+def test_fetch_notes_the_skipped_tile_years(tmp_path, capsys):
+    data = tiny_data(patches=3).model_copy(update={"tiles": ["31TCG", "31TCJ"]})
+    fetch_s4a(data, tmp_path / "netcdf", workers=1)
+    assert capsys.readouterr().err.splitlines()[0] == ("fetch_s4a: note: skipped tile-years S4A does not have: "
+                                                       "31TCJ 2020 (France: 2019 only)")
+    assert sorted(p.relative_to(tmp_path / "netcdf").as_posix()[:10] for p in (tmp_path / "netcdf").rglob("*.nc")) \
+        == ["2019/31TCG", "2019/31TCJ", "2020/31TCG"]
+
+
 @pytest.mark.parametrize("patches", [901])
 def test_too_many_patches_for_a_tile_is_a_clear_error(patches):
     cfg = tiny_data(patches=patches, patch_size=366).synthetic
@@ -193,6 +229,7 @@ def test_window_mislabelling_mislabels_whole_windows(tmp_path):
 
 def _patches(**knobs):
     cfg = tiny_data(**knobs).synthetic
+    # 31TCJ (France) has 2019 only: 2 patches are 2019/31TCG and 2019/31TCJ, as before S4A's tile-years were checked
     return [generate_patch(cfg, plan) for plan in plan_patches(cfg, [2019, 2020], ["31TCG", "31TCJ"])]
 
 

@@ -88,16 +88,30 @@ class LocalData(Section):
 
 
 class Data(Section):
-    """The ``fetch_s4a`` stage: which S4A patches land in ``data/netcdf``."""
+    """The ``fetch_s4a`` stage: which S4A patches land in ``data/netcdf``.
+
+    ``tiles`` is a list, or ``all`` (or null): every tile S4A has in ``years`` for the synthetic
+    generator, no tile filter for ``huggingface`` and ``local``. The ``synthetic`` and
+    ``huggingface`` sources only know the real S4A tiles (:mod:`cropseg.s4a.tiles`), so another tile
+    is a mistake reported here, before any work; ``local`` takes any well-formed tile name (a
+    folder may hold one's own patches). For ``synthetic``, a chosen tile without patches in any
+    chosen year (or a year on none of the tiles) is an error, while single (year, tile) pairs S4A
+    lacks are skipped: years [2019, 2020] with tiles [31TCG, 31TCJ] generates 31TCJ in 2019 only.
+    """
 
     source: Literal["synthetic", "huggingface", "local"] = "synthetic"
     years: list[int] = Field(default_factory=lambda: [2019, 2020])
-    tiles: list[str] = Field(default_factory=lambda: ["31TCG", "31TCJ"])
+    tiles: list[str] | None = Field(default_factory=lambda: ["31TCG", "31TDG"],
+                                    description="MGRS tiles to keep; all (or null): every tile")
     limit: int | None = Field(None, ge=1, description="keep at most this many patches (sorted by path)")
     on_invalid: Literal["error", "skip"] = "error"
     synthetic: SyntheticData = Field(default_factory=SyntheticData)
     huggingface: HuggingFaceData = Field(default_factory=HuggingFaceData)
     local: LocalData = Field(default_factory=LocalData)
+
+    def wants_tile(self, tile: str) -> bool:
+        """Whether ``tiles`` keeps ``tile`` (every tile with ``all``)."""
+        return self.tiles is None or tile in self.tiles
 
     @field_validator("years")
     @classmethod
@@ -107,18 +121,37 @@ class Data(Section):
             raise ValueError(f"expected a non-empty list of Sentinel-2 years (2015..2100), got {value}")
         return value
 
-    @field_validator("tiles")
+    @field_validator("tiles", mode="before")
     @classmethod
-    def _tiles(cls, value: list[str]) -> list[str]:
+    def _tiles(cls, value: Any) -> list[str] | None:
+        if value is None or value == "all":
+            return None
+        if not isinstance(value, list) or not all(isinstance(t, str) for t in value):
+            raise located(f"expected a list of MGRS tile names like '31TCG', or 'all', got {value!r}")
         bad = [t for t in value if not TILE_PATTERN.match(t)]
         if bad or not value:
-            raise ValueError(f"expected a non-empty list of MGRS tile names like '31TCG', bad: {bad or value}")
+            raise located(f"expected a non-empty list of MGRS tile names like '31TCG', or 'all', bad: {bad or value}")
         return value
 
     @model_validator(mode="after")
     def _local_needs_path(self) -> "Data":
         if self.source == "local" and not self.local.path:
             raise ValueError("data.source is 'local' but data.local.path is not set")
+        return self
+
+    @model_validator(mode="after")
+    def _s4a_tile_years(self) -> "Data":
+        from ..s4a.tiles import TileYearError, select_tile_years, unknown_tiles, unknown_tiles_message
+
+        if self.source == "local" or self.tiles is None and self.source == "huggingface":
+            return self
+        if self.source == "huggingface" and (unknown := unknown_tiles(self.tiles)):
+            raise located(f"{unknown_tiles_message(unknown)}; data.source: local takes any tile", "tiles")
+        if self.source == "synthetic":
+            try:
+                select_tile_years(self.years, self.tiles)
+            except TileYearError as error:
+                raise located(error.message, error.field) from None
         return self
 
 

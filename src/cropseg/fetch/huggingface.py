@@ -229,8 +229,8 @@ def list_patches(data: Data, api: HfApi | None = None) -> tuple[str, list[Remote
             patches.append(RemotePatch(entry.path, name, entry.size, "git-sha1", entry.blob_id))
     patches.sort(key=lambda p: (p.name.relpath, p.repo_path))
 
-    years, tiles = set(data.years), set(data.tiles)
-    selected = [p for p in patches if p.name.year in years and p.name.tile in tiles]
+    years = set(data.years)
+    selected = [p for p in patches if p.name.year in years and data.wants_tile(p.name.tile)]
     by_relpath: dict[str, list[str]] = {}
     for patch in selected:
         by_relpath.setdefault(patch.name.relpath, []).append(patch.repo_path)
@@ -253,7 +253,7 @@ def _no_match_message(data: Data, commit: str, patches: list[RemotePatch]) -> st
         found += (f"; years: {dict(sorted(years.items()))}; tiles ({len(tiles)}): "
                   f"{', '.join(shown)}{', ...' if len(tiles) > len(shown) else ''}")
     return (f"no S4A patch file of {_describe(data)} (commit {commit}) matches "
-            f"data.years={data.years} and data.tiles={data.tiles}: {found}")
+            f"data.years={data.years} and data.tiles={data.tiles or 'all'}: {found}")
 
 
 def _place(blob: Path, target: Path) -> Path:

@@ -13,6 +13,7 @@ how to restore the previous output (:func:`cropseg.core.atomic.restore_hint`).
 from __future__ import annotations
 
 import csv
+import sys
 import time
 from dataclasses import dataclass
 from functools import partial
@@ -25,6 +26,7 @@ from ..core.files import link_or_copy
 from ..core.params import Data
 from ..s4a.netcdf import (INDEX_FILE, InvalidPatch, PatchInfo, find_patches, parse_patch_name, validate_patch,
                   write_index)
+from ..s4a.tiles import select_tile_years, skipped_message
 from .synthetic import plan_patches
 from .synthetic_files import TRUTH_DIR, write_patch, write_truth
 
@@ -53,13 +55,16 @@ def _select(paths: list[tuple[str, Path]], data: Data) -> list[tuple[str, Path]]
     kept = []
     for relpath, path in sorted(paths):
         name = parse_patch_name(path.name)
-        if name.year in data.years and name.tile in data.tiles:
+        if name.year in data.years and data.wants_tile(name.tile):
             kept.append((relpath, path))
     return kept[: data.limit] if data.limit else kept
 
 
 def _generate_synthetic(data: Data, root: Path, workers: int) -> None:
     cfg = data.synthetic
+    _, skipped = select_tile_years(data.years, data.tiles)
+    if skipped:
+        print(f"fetch_s4a: note: {skipped_message(skipped)}", file=sys.stderr)
     plans = plan_patches(cfg, data.years, data.tiles)
     if data.limit:
         plans = plans[: data.limit]
@@ -205,7 +210,7 @@ def _fetch(data: Data, out: Path, workers: int) -> FetchSummary:
         valid, invalid = validate_tree(root, data.on_invalid, workers, origins, out)
         if not valid:
             raise FetchError(f"no valid S4A patch for source={data.source}, years={data.years}, "
-                             f"tiles={data.tiles}, limit={data.limit}")
+                             f"tiles={data.tiles or 'all'}, limit={data.limit}")
         write_index(valid, root / INDEX_FILE)
         if invalid:
             _write_invalid_report(invalid, root)

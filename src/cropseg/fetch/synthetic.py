@@ -30,6 +30,7 @@ from ..core.params import SyntheticData
 from ..s4a.geo import TILE_PIXELS
 from ..s4a.bands import BANDS
 from ..s4a.netcdf import PatchName
+from ..s4a.tiles import select_tile_years
 
 #: Side of the windows the truth table counts and that redundancy and window noise act on.
 TRUTH_WINDOW = 61
@@ -111,9 +112,28 @@ def acquisition_dates(cfg: SyntheticData, year: int, tile: str) -> np.ndarray:
     return np.sort(rng.choice(allowed, size=count, replace=False))
 
 
-def plan_patches(cfg: SyntheticData, years: list[int], tiles: list[str]) -> list[PatchPlan]:
-    """Spread ``cfg.patches`` over years x tiles (round robin), each at a distinct grid position."""
-    combos = [(y, t) for y in sorted(years) for t in sorted(tiles)]
+def plan_patches(cfg: SyntheticData, years: list[int], tiles: list[str] | None) -> list[PatchPlan]:
+    """Spread ``cfg.patches`` over the real S4A tile-years among years x tiles (round robin).
+
+    Only (year, tile) pairs the published S4A dataset has get patches (:mod:`cropseg.s4a.tiles`),
+    so synthetic runs have the real geography; a pair it lacks is skipped (see
+    :func:`cropseg.s4a.tiles.select_tile_years`, which also says when that is an error instead).
+    Each patch sits at a distinct position of its tile's 30 x 30 grid, named as the real files are.
+
+    Args:
+        cfg: the generator's knobs (``patches``, ``seed``, dates).
+        years: the chosen years (``data.years``).
+        tiles: the chosen tiles (``data.tiles``); None: every S4A tile of ``years``.
+
+    Returns:
+        The plans, sorted by relative path, ``index`` numbering them in that order.
+
+    Raises:
+        cropseg.s4a.tiles.TileYearError: a tile that is not an S4A tile, or a tile or year
+            without any S4A tile-year among the choice.
+        ValueError: more patches per tile-year than the 30 x 30 grid holds.
+    """
+    combos, _ = select_tile_years(years, tiles)
     grid = TILE_PIXELS // S4A_PATCH_SIZE  # 30 x 30 positions, as named in the real dataset
     counts = {combo: 0 for combo in combos}
     for i in range(cfg.patches):

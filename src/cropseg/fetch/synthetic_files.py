@@ -19,7 +19,8 @@ import netCDF4
 import numpy as np
 
 from ..core.params import SyntheticData
-from ..s4a.geo import country_of, tile_grid
+from ..s4a.geo import tile_grid
+from ..s4a.tiles import country_of
 from ..s4a.bands import BANDS
 from ..s4a.netcdf import PatchName
 from .synthetic import S4A_PATCH_SIZE, TRUTH_WINDOW, PatchPlan, SyntheticPatch, generate_patch

@@ -1,4 +1,7 @@
-"""Where S4A patches are on Earth: MGRS tile origins, UTM CRS and patch footprints in lon/lat."""
+"""Where S4A patches are on Earth: MGRS tile origins, UTM CRS and patch footprints in lon/lat.
+
+Which tiles and years S4A has is :mod:`cropseg.s4a.tiles` (no pyproj needed there).
+"""
 
 from __future__ import annotations
 
@@ -12,12 +15,6 @@ _COLUMN_SETS = ("ABCDEFGH", "JKLMNPQR", "STUVWXYZ")
 _ROW_LETTERS = "ABCDEFGHJKLMNPQRSTUV"
 #: MGRS latitude bands (8 degrees each from 80S); X is 12 degrees.
 _LAT_BANDS = "CDEFGHJKLMNPQRSTUVWX"
-#: Country of the tiles the S4A dataset covers (Catalonia and France); others read as "XX".
-S4A_COUNTRIES = {
-    "31TBF": "ES", "31TBG": "ES", "31TCF": "ES", "31TCG": "ES", "31TDF": "ES", "31TDG": "ES",
-    "31TCJ": "FR", "31TCK": "FR", "31TCL": "FR", "31TDK": "FR", "31TDL": "FR", "31TDM": "FR",
-    "31UCP": "FR", "31UDP": "FR", "31UDQ": "FR", "31UDR": "FR", "31UES": "FR",
-}
 
 
 @dataclass(frozen=True)
@@ -52,10 +49,6 @@ def tile_grid(tile: str) -> TileGrid:
     # the first northing of this 100 km row (period 2000 km) not south of the band's edge
     northing = base + 2_000_000 * max(0, -(-(band_northing - 100_000 - base) // 2_000_000))
     return TileGrid(epsg, float(easting), float(northing + TILE_PIXELS * 10))
-
-
-def country_of(tile: str) -> str:
-    return S4A_COUNTRIES.get(tile, "XX")
 
 
 def parse_epsg(crs_attr: str) -> int | None:

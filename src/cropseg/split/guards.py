@@ -1,6 +1,6 @@
 """Guards against silent nonsense: a split a model cannot learn or be judged on.
 
-With ``labels: crop_presence`` the default synthetic split has no ``unknown`` pixel in train and
+With ``labels: crop_presence`` the default synthetic split has no ``non_crop`` pixel in train and
 one val patch holding a single class: val weighted F1 is 1.0 from the first epoch, the first
 model is kept, and it predicts one class everywhere. So the ``split`` stage warns, and the
 ``train`` stage refuses (unless ``train.allow_degenerate_split``), when a class of the label set
