@@ -168,6 +168,8 @@ def main() -> None:
                                                                    "null's rule, cropseg.nn.precision.loader_workers)")
     parser.add_argument("--precisions", nargs="+", default=None, choices=["32", "bf16", "fp16"],
                         help="CUDA precisions to run (default all three; the CPU runs 32)")
+    parser.add_argument("--cpu-threads", type=int, default=None,
+                        help="torch threads on the CPU (train.cpu_threads; default: torch's, one per core)")
     parser.add_argument("--nondeterministic", action="store_true",
                         help="allow non-deterministic kernels (train.deterministic: false)")
     args = parser.parse_args()
@@ -175,6 +177,8 @@ def main() -> None:
     if loaded:
         raise SystemExit(f"the bench imported {loaded}: it must run without them")
     torch.use_deterministic_algorithms(not args.nondeterministic, warn_only=True)
+    if args.cpu_threads is not None:
+        torch.set_num_threads(args.cpu_threads)
 
     devices = []
     if args.device in ("auto", "cpu"):

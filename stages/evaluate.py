@@ -50,7 +50,8 @@ def main() -> int:
                           label_set_name=params.labels, device=params.train.device,
                           precision=params.train.precision,
                           batch_size=args.batch_size or params.train.physical_batch_size,
-                          workers=params.loader.workers, previews=args.previews)
+                          workers=params.loader.workers, previews=args.previews,
+                          cpu_threads=params.train.cpu_threads)
         track_evaluate(params, paths, result)
         return result
 

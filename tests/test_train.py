@@ -500,3 +500,34 @@ def test_protocol_noise_telemetry_is_exact_in_model_classes(workspace, tmp_path)
                             months=[3, 10], normalize=1e4, skip_empty=True)
     batch, reference = noisy[np.flatnonzero(flagged)], clean[np.flatnonzero(flagged)]
     assert not (batch.y == reference.y)[reference.y > 0].any()
+
+
+_TRAIN_WITH_THREADS = """
+import sys, torch
+sys.path.insert(0, {tests!r})
+torch.set_num_threads({machine})  # the machine's default: one thread per core
+from pathlib import Path
+from test_train import _params, _paths
+from cropseg.train.loop import train
+train(_params(run={{"cpu_threads": {fixed}, "epochs": 2}}), "holdout", _paths(Path({workspace!r}), Path({out!r})),
+      progress=False)
+print(torch.get_num_threads())
+"""
+
+
+def _train_on_cores(workspace: Path, out: Path, machine: int, fixed: int | None) -> tuple[int, dict]:
+    """Train in a fresh process whose torch starts with ``machine`` threads; the weights and the threads used."""
+    code = _TRAIN_WITH_THREADS.format(tests=str(REPO / "tests"), machine=machine, fixed=fixed,
+                                      workspace=str(workspace), out=str(out))
+    env = os.environ | {"PYTHONPATH": str(REPO / "src")}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return int(done.stdout.split()[-1]), _weights(out / "model.pt")
+
+
+def test_fixed_cpu_threads_train_the_same_model_on_machines_with_other_core_counts(workspace, tmp_path):
+    one_core, weights_one = _train_on_cores(workspace, tmp_path / "one", machine=1, fixed=2)
+    many_cores, weights_many = _train_on_cores(workspace, tmp_path / "many", machine=3, fixed=2)
+    assert one_core == many_cores == 2
+    for name, tensor in weights_one.items():
+        assert torch.equal(tensor, weights_many[name]), name

@@ -34,7 +34,7 @@ from .figures import plot_confusion, plot_per_class_f1, plot_previews
 from ..split.labels import LabelSet
 from .learning_curve import CURVE_COLUMNS, curve_metrics, score_model, score_snapshots
 from ..nn.metrics import scores_from_confusion
-from ..nn.precision import loader_workers, pick_device, resolve_precision
+from ..nn.precision import fix_cpu_threads, loader_workers, pick_device, resolve_precision
 from .page import fmt, report_page
 from ..nn.scoring import SplitConfusion, predict, sequential_loader
 from ..nn.snapshots import read_index
@@ -150,7 +150,7 @@ def preview_positions(n_patches: int, count: int) -> list[int]:
 
 def evaluate(paths: EvaluatePaths, *, label_set_name: str | None = None, device: str = "auto",
              precision: str = "auto", batch_size: int = 16, workers: int | None = 0, previews: int = 4,
-             progress: bool = True) -> EvaluateResult:
+             cpu_threads: int | None = None, progress: bool = True) -> EvaluateResult:
     """Evaluate ``paths.model`` on the split list ``paths.split`` and write everything to ``paths.out``.
 
     The loader settings (months, normalisation) and the label set come from the model file;
@@ -163,6 +163,7 @@ def evaluate(paths: EvaluatePaths, *, label_set_name: str | None = None, device:
     started = time.perf_counter()
     torch_device = pick_device(device)
     run_precision = resolve_precision(precision, torch_device)
+    fix_cpu_threads(cpu_threads, torch_device)  # as training: the same scores on any machine
     workers = loader_workers(workers, torch_device)
     model, content = load_model(paths.model, torch_device)
     label_set = LabelSet.from_dict(content["labels"], str(paths.model))

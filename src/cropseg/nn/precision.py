@@ -73,7 +73,8 @@ def resolve_precision(requested: str, device: torch.device) -> Precision:
     """The precision of a run on ``device`` from ``train.precision`` / ``holdout.precision``.
 
     Args:
-        requested: ``auto`` (bf16 where the hardware does bf16 natively, else float32), ``32``,
+        requested: ``auto`` (bf16 on a CUDA GPU that computes it natively, else float32: on a
+            CPU always float32, so that the default model does not depend on the processor), ``32``,
             ``bf16`` or ``fp16``.
         device: where the run computes.
 
@@ -97,7 +98,9 @@ def resolve_precision(requested: str, device: torch.device) -> Precision:
         raise ValueError(f"precision: expected auto, 32, bf16 or fp16, got {requested!r}")
     if device.type == "cuda":
         return BF16 if torch.cuda.is_bf16_supported() else FP32
-    return BF16 if cpu_has_bf16() else FP32
+    # a CPU run computes in float32 whatever the processor: bf16 autocast only on CPUs with native
+    # bf16 (AVX512-BF16/AMX) would make the default model depend on the machine it was trained on
+    return FP32
 
 
 def loader_workers(requested: int | None, device: torch.device, *, cpus: int | None = None,
@@ -127,3 +130,26 @@ def loader_workers(requested: int | None, device: torch.device, *, cpus: int | N
         else os.cpu_count() or 1
     gpus = gpus if gpus is not None else max(torch.cuda.device_count(), 1)
     return max(0, min(8, cpus // max(gpus, 1) - 1))
+
+
+def fix_cpu_threads(threads: int | None, device: torch.device) -> int:
+    """Fix torch's CPU threads for a run on the CPU, so its float sums do not depend on the machine's cores.
+
+    A convolution or matrix product splits its sums over torch's intra-op threads, one per core by
+    default, and the order of a float sum changes its last bits: the same training on a 2-core and a
+    16-core machine drifts apart within an epoch. With a fixed count (``train.cpu_threads``) two
+    machines of the same processor family and the same torch build train the same model, bit for
+    bit (a different vector unit, e.g. AVX2 vs AVX-512, or another torch version still changes the
+    kernels). ``None`` keeps torch's default: fastest on a machine with many cores, results
+    machine-dependent. No effect on CUDA runs (the GPU's arithmetic does not use these threads).
+
+    Args:
+        threads: ``train.cpu_threads``; None: leave torch's default.
+        device: where the run computes.
+
+    Returns:
+        The number of threads torch uses from now on.
+    """
+    if threads is not None and device.type == "cpu":
+        torch.set_num_threads(threads)
+    return torch.get_num_threads()

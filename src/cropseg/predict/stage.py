@@ -38,7 +38,7 @@ from ..s4a.grid import PatchGrid, read_patch_grid
 from .geotiff import confidence_uint8, legend_csv, qgis_style, write_patch_cog, write_text, write_vrt
 from .mosaic import plot_mosaic
 from ..split.labels import LabelSet
-from ..nn.precision import loader_workers, pick_device, resolve_precision
+from ..nn.precision import fix_cpu_threads, loader_workers, pick_device, resolve_precision
 from ..s4a.netcdf import parse_patch_name
 from ..nn.scoring import predict
 from ..medians.subpatches import stitch
@@ -129,12 +129,14 @@ def predict_with_params(params: Params, *, model_path: Path, medians: Path, netc
     return predict_patches(model_path=model_path, medians=medians, netcdf=netcdf, patch_list=patch_list, out=out,
                            preview=preview, device=params.train.device, precision=params.train.precision,
                            batch_size=batch_size or params.train.physical_batch_size,
-                           workers=params.loader.workers, label_set_name=params.labels)
+                           workers=params.loader.workers, label_set_name=params.labels,
+                           cpu_threads=params.train.cpu_threads)
 
 
 def predict_patches(*, model_path: Path, medians: Path, netcdf: Path, patch_list: list[str], out: Path,
                     preview: Path | None, device: str = "auto", precision: str = "auto", batch_size: int = 16,
-                    workers: int | None = 0, label_set_name: str | None = None, progress: bool = True) -> PredictResult:
+                    workers: int | None = 0, label_set_name: str | None = None, cpu_threads: int | None = None,
+                    progress: bool = True) -> PredictResult:
     """Predict ``patch_list`` (paths under ``netcdf``, with medians in ``medians``) and write ``out``.
 
     Args:
@@ -151,6 +153,7 @@ def predict_patches(*, model_path: Path, medians: Path, netcdf: Path, patch_list
             :func:`cropseg.nn.precision.loader_workers`).
         label_set_name: ``params.labels``; the model must have been trained with it (not checked
             when ``None``).
+        cpu_threads: torch threads on a CPU (``train.cpu_threads``, :func:`cropseg.nn.precision.fix_cpu_threads`).
         progress: show a progress bar.
 
     Returns:
@@ -173,6 +176,7 @@ def predict_patches(*, model_path: Path, medians: Path, netcdf: Path, patch_list
         raise PredictError("no patches to predict")
     torch_device = pick_device(device)
     run_precision = resolve_precision(precision, torch_device)
+    fix_cpu_threads(cpu_threads, torch_device)  # as training: the same map on any machine
     workers = loader_workers(workers, torch_device)
     model, content = load_model(model_path, torch_device)
     label_set = LabelSet.from_dict(content["labels"], str(model_path))

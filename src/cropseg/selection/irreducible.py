@@ -28,7 +28,7 @@ from ..nn.label_noise import LabelNoise
 from ..split.labels import LabelSet
 from ..nn.loss import class_weights, per_sample_loss
 from ..core.params import Params
-from ..nn.precision import Precision, loader_workers, pick_device, resolve_precision
+from ..nn.precision import Precision, fix_cpu_threads, loader_workers, pick_device, resolve_precision
 from .selector import IRREDUCIBLE_FILE
 
 
@@ -68,6 +68,7 @@ def run_irreducible(params: Params, *, holdout_model: Path, medians: Path, split
     started = time.perf_counter()
     device = pick_device(params.train.device)
     precision = resolve_precision(params.train.precision, device)
+    fix_cpu_threads(params.train.cpu_threads, device)
     model, content = load_model(holdout_model, device)
     label_set = LabelSet.from_dict(content["labels"])
     loader = params.loader

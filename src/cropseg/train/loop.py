@@ -38,7 +38,7 @@ from ..nn.label_noise import LabelNoise
 from ..nn.loss import class_weights
 from ..nn.models import build_model
 from ..nn.precise_bn import calibration_positions
-from ..nn.precision import loader_workers, pick_device, resolve_precision
+from ..nn.precision import fix_cpu_threads, loader_workers, pick_device, resolve_precision
 from ..nn.scoring import sequential_loader
 from ..nn.snapshots import Snapshots
 from ..selection.selector import Selector
@@ -137,6 +137,7 @@ def train(params: Params, stage: str, paths: RunPaths, *, progress: bool = True)
         raise ValueError(f"{stage}.batch_size {run.batch_size} is not divisible by the {world_size} processes")
     device = pick_device(run.device, local_rank)
     precision = resolve_precision(run.precision, device)
+    fix_cpu_threads(run.cpu_threads, device)
     _seed_everything(run.seed, run.deterministic)
 
     # ---- data: the split's sub-patches, months chosen, labels mapped to model classes
