@@ -3,8 +3,9 @@
     python bench/loader_feed.py                 # 64 patches, batches of 128, on CUDA (or the CPU)
 
 Prints the samples/s of ``dataset[positions]`` in the main process (what one loader worker can
-read), then of a ``DataLoader`` with 4, 8 or 15 worker processes, pinned memory or not, whose
-batches are only copied to the device. When the second is not many times the first, the hand-over
+read), then of a ``DataLoader`` with 4, 8 or 15 worker processes, pinned memory or not, and of the
+training loop's thread loader (:class:`cropseg.nn.prefetch.ThreadLoader`) with 4, 8 or 15
+threads, whose batches are only copied to the device. When the second is not many times the first, the hand-over
 of batches from worker processes to the main process is the limit, not reading the store. The
 store is the one ``bench/train_throughput.py`` writes (same needs: no netCDF4, dvc or wandb).
 """
@@ -27,6 +28,7 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from cropseg.nn.dataset import BlockSampler, SubPatchDataset  # noqa: E402
+from cropseg.nn.prefetch import ThreadLoader  # noqa: E402
 from cropseg.split.labels import load_label_set  # noqa: E402
 from train_throughput import MONTHS, write_store  # noqa: E402
 
@@ -34,11 +36,13 @@ SETTINGS = [(8, True, 2), (8, False, 2), (15, True, 4), (15, False, 4), (4, True
 
 
 def feed_rate(dataset: SubPatchDataset, batch: int, device: torch.device, workers: int, pin: bool, prefetch: int,
-              batches: int = 60) -> float:
-    """Samples/s a DataLoader delivers onto ``device`` (after 8 warm-up batches)."""
+              batches: int = 60, threads: bool = False) -> float:
+    """Samples/s a DataLoader (or, with ``threads``, the train loop's :class:`ThreadLoader`) delivers onto
+    ``device`` (after 8 warm-up batches)."""
     sampler = BlockSampler(len(dataset), batch, seed=0)
-    loader = DataLoader(dataset, sampler=sampler, batch_size=None, num_workers=workers, pin_memory=pin,
-                        persistent_workers=True, prefetch_factor=prefetch)
+    loader = (ThreadLoader(dataset, sampler, threads=workers, pin_memory=pin) if threads else
+              DataLoader(dataset, sampler=sampler, batch_size=None, num_workers=workers, pin_memory=pin,
+                         persistent_workers=True, prefetch_factor=prefetch))
 
     def endless():
         for epoch in itertools.count():
@@ -75,6 +79,9 @@ def main() -> None:
         for workers, pin, prefetch in SETTINGS:
             rate = feed_rate(dataset, args.batch_size, device, workers, pin, prefetch)
             print(f"loader workers={workers} pin={pin} prefetch={prefetch}: {rate:.0f} samples/s", flush=True)
+        for threads in (4, 8, 15):
+            rate = feed_rate(dataset, args.batch_size, device, threads, device.type == "cuda", 0, threads=True)
+            print(f"thread loader threads={threads} pin={device.type == 'cuda'}: {rate:.0f} samples/s", flush=True)
 
 
 if __name__ == "__main__":

@@ -42,6 +42,7 @@ from cropseg.nn.dataset import Batch, BlockSampler, SubPatchDataset  # noqa: E40
 from cropseg.nn.loss import class_weights  # noqa: E402
 from cropseg.nn.models import build_model  # noqa: E402
 from cropseg.nn.precision import FP32, Precision, loader_workers, resolve_precision  # noqa: E402
+from cropseg.nn.prefetch import training_loader  # noqa: E402
 from cropseg.selection.selector import IRREDUCIBLE_FILE, Selector  # noqa: E402
 from cropseg.split.labels import load_label_set  # noqa: E402
 from cropseg.train.steps import optimizer_step  # noqa: E402
@@ -101,7 +102,7 @@ def timed(step, steps: int, warmup: int, device: torch.device) -> float:
     return (time.perf_counter() - start) / steps
 
 
-def endless(loader: DataLoader, sampler: BlockSampler):
+def endless(loader, sampler: BlockSampler):
     """The loader's blocks epoch after epoch (the sampler reshuffled each time), as the loop reads them."""
     for epoch in itertools.count():
         sampler.set_epoch(epoch)
@@ -109,8 +110,11 @@ def endless(loader: DataLoader, sampler: BlockSampler):
 
 
 def bench(device: torch.device, precision: Precision, args, store: Path, paths: list[str], irreducible: Path,
-          workers: int) -> list[tuple[str, float, float, float]]:
-    """``(method, resident selection, full loop, model alone)`` samples trained on per second."""
+          workers: int) -> list[tuple[str, float, float, float, float]]:
+    """``(method, resident selection, full loop, full loop with worker processes, model alone)``
+    samples trained on per second; the full loop reads through the train loop's own loader
+    (:func:`cropseg.nn.prefetch.training_loader`: threads on CUDA), the other through a
+    ``DataLoader`` with ``workers`` processes."""
     torch.manual_seed(0)
     label_set = load_label_set("s4a11", ROOT / "configs" / "labels")
     dataset = SubPatchDataset(store, paths, label_set, months=MONTHS, normalize=10000.0, skip_empty=True)
@@ -144,14 +148,16 @@ def bench(device: torch.device, precision: Precision, args, store: Path, paths: 
                 step(batch)
 
         in_memory = args.batch_size / timed(lambda: select_and_step(block), args.steps, args.warmup, device)
-        sampler = BlockSampler(len(dataset), n_block, seed=0)
-        loader = DataLoader(dataset, sampler=sampler, batch_size=None, num_workers=workers,
-                            pin_memory=device.type == "cuda", persistent_workers=workers > 0)
-        blocks = endless(loader, sampler)
-        full = args.batch_size / timed(lambda: select_and_step(next(blocks).to(device, non_blocking=True)),
-                                       args.steps, args.warmup, device)
-        del blocks, loader  # stops the workers
-        rows.append((f"{method} (block {block_size})", in_memory, full, alone))
+        rates = []
+        for loader_of in (lambda s: training_loader(dataset, s, workers=workers, device=device),
+                          lambda s: DataLoader(dataset, sampler=s, batch_size=None, num_workers=workers,
+                                               pin_memory=device.type == "cuda", persistent_workers=workers > 0)):
+            sampler = BlockSampler(len(dataset), n_block, seed=0)
+            blocks = endless(loader_of(sampler), sampler)
+            rates.append(args.batch_size / timed(lambda: select_and_step(next(blocks).to(device, non_blocking=True)),
+                                                 args.steps, args.warmup, device))
+            blocks.close()  # stops the threads or worker processes
+        rows.append((f"{method} (block {block_size})", in_memory, rates[0], rates[1], alone))
     return rows
 
 
@@ -196,17 +202,18 @@ def main() -> None:
               f"torch {torch.__version__}, {torch.get_num_threads()} threads; U-Net width {args.width}, "
               f"batch {args.batch_size}, {args.steps} steps after {args.warmup} warm-up; samples trained on per s")
         print(f"  {'device':24s} {'prec':>4s} {'workers':>7s} {'method':18s} {'alone':>9s} {'resident':>9s} "
-              f"{'full loop':>9s} {'full/alone':>10s} {'full/resident':>13s}")
+              f"{'full loop':>9s} {'full/alone':>10s} {'full/resident':>13s} {'processes':>9s}")
         for device in devices:
             precisions = [FP32] if device.type == "cpu" else \
                 [resolve_precision(p, device) for p in (args.precisions or ["32", "bf16", "fp16"])]
             workers = loader_workers(args.workers, device)
             name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
             for precision in precisions:
-                for method, resident, full, alone in bench(device, precision, args, store, paths, irreducible,
-                                                           workers):
+                for method, resident, full, processes, alone in bench(device, precision, args, store, paths,
+                                                                      irreducible, workers):
                     print(f"  {name[:24]:24s} {precision.name:>4s} {workers:7d} {method:18s} {alone:9.1f} "
-                          f"{resident:9.1f} {full:9.1f} {full / alone:10.2f} {full / resident:13.2f}", flush=True)
+                          f"{resident:9.1f} {full:9.1f} {full / alone:10.2f} {full / resident:13.2f} "
+                          f"{processes:9.1f}", flush=True)
 
 
 if __name__ == "__main__":

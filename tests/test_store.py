@@ -152,3 +152,27 @@ def test_plan_splits_tile_years_at_the_cap_and_aligns_blocks():
     assert (first.offset, first.labels_offset, second.offset) == (0, 2_859_008, 2_920_448)
     assert all(s.offset % 4096 == 0 and s.labels_offset % 4096 == 0 for s in plan.slots)
     assert [s.path for s in plan.slots] == sorted(p[0] for p in patches)
+
+
+def test_thread_loader_gives_the_dataloader_batches_in_order_with_a_cache_per_thread(store_root):
+    from cropseg.nn.prefetch import ThreadLoader
+
+    root, paths = store_root
+    label_set = load_label_set("s4a11", LABELS)
+    # max_open=1: every thread evicts and reopens all the time; a shared cache would close descriptors
+    # under another thread's read
+    dataset = SubPatchDataset(root, paths, label_set, months=[4, 9], normalize=1e4, skip_empty=False, max_open=1)
+    sampler = BlockSampler(len(dataset), 3, seed=2)
+    expected = list(DataLoader(dataset, sampler=sampler, batch_size=None, num_workers=0))
+    main_cache = dataset.store.cache
+    for _ in range(3):  # several passes: thread timing differs, order and bytes must not
+        got = list(ThreadLoader(dataset, sampler, threads=4, pin_memory=False, ahead=6))
+        assert len(got) == len(expected) == -(-len(dataset) // 3)
+        for a, b in zip(got, expected):
+            assert a.index.tolist() == b.index.tolist()
+            torch.testing.assert_close(a.x, b.x, rtol=0, atol=0)
+            torch.testing.assert_close(a.y, b.y, rtol=0, atol=0)
+    assert dataset.store.cache is main_cache and len(main_cache) <= 1  # the main thread's own cache
+    stopped = ThreadLoader(dataset, sampler, threads=2, pin_memory=False)
+    first = next(iter(stopped))  # a consumer that stops early leaves nothing running
+    assert first.index.tolist() == expected[0].index.tolist()

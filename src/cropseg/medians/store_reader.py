@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import sys
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -152,7 +153,7 @@ class Store:
 
         Args:
             root: the store folder (``data/medians``).
-            max_open: the most shard descriptors :attr:`cache` holds.
+            max_open: the most shard descriptors :attr:`cache` holds (per thread).
 
         Raises:
             StoreError: there is no ``store.json`` (or only an older per-patch store), or its
@@ -171,7 +172,8 @@ class Store:
         self.patches = np.load(self.root / PATCHES_FILE, allow_pickle=False)
         self.dtype = np.dtype(self.meta["dtype"]).newbyteorder("<")
         self.shard_names = [s["name"] for s in self.meta["shards"]]
-        self.cache = ShardCache(self.root, max_open)
+        self._max_open = max_open
+        self._local = threading.local()  # one descriptor cache per thread (a thread loader reads in parallel)
         self._counts: np.ndarray | None = None
         # plain columns: the per-batch lookups in arrays() stay a few microseconds per patch
         self._window, self._bands = int(self.meta["window"]), len(self.meta["bands"])
@@ -182,7 +184,21 @@ class Store:
         return len(self.patches)
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_counts": None}  # a memmap would pickle as a full copy
+        # a memmap would pickle as a full copy; descriptor caches belong to their process and thread
+        return {key: value for key, value in self.__dict__.items() if key != "_local"} | {"_counts": None}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._local = threading.local()
+
+    @property
+    def cache(self) -> ShardCache:
+        """This thread's shard descriptors (:class:`ShardCache`): threads never share one, so a
+        descriptor is never closed by one thread while another reads through it."""
+        cache = getattr(self._local, "cache", None)
+        if cache is None:
+            cache = self._local.cache = ShardCache(self.root, self._max_open)
+        return cache
 
     @property
     def counts(self) -> np.ndarray:

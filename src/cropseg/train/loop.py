@@ -28,7 +28,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from ..core.params import Params, Protocol, Run
@@ -38,6 +37,7 @@ from ..nn.label_noise import LabelNoise
 from ..nn.loss import class_weights
 from ..nn.models import build_model
 from ..nn.precise_bn import calibration_positions
+from ..nn.prefetch import training_loader
 from ..nn.precision import fix_cpu_threads, loader_workers, pick_device, resolve_precision
 from ..nn.scoring import sequential_loader
 from ..nn.snapshots import Snapshots
@@ -185,8 +185,7 @@ def train(params: Params, stage: str, paths: RunPaths, *, progress: bool = True)
     sampler = BlockSampler(len(train_set), selector.block_samples(run.batch_size), seed=run.seed,
                            rank=rank, world_size=world_size)
     workers = loader_workers(loader_cfg.workers, device)  # null: chosen from the machine
-    train_loader = DataLoader(train_set, sampler=sampler, batch_size=None, num_workers=workers,
-                              pin_memory=device.type == "cuda", persistent_workers=workers > 0)
+    train_loader = training_loader(train_set, sampler, workers=workers, device=device)  # threads on CUDA
     val_loader = sequential_loader(val_set, run.physical_batch_size, rank=rank, world_size=world_size,
                                    workers=workers, pin_memory=device.type == "cuda")
 
