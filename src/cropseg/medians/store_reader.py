@@ -55,12 +55,18 @@ def open_patch(root: str | Path, record: dict[str, Any]) -> tuple[np.ndarray, np
     :class:`Store` (``store.record(row)`` or ``dataset.records[p]``). Opens its own maps: for the
     odd patch (previews); loaders go through the store's bounded cache instead."""
     meta = read_meta(root)
-    shard = Path(root) / record["shard"]
-    window, bands = int(meta["window"]), len(meta["bands"])
-    sub_y, sub_x = record["sub_y"], record["sub_x"]
-    medians = np.memmap(shard, dtype=np.dtype(meta["dtype"]).newbyteorder("<"), mode="r", offset=record["offset"],
-                        shape=(sub_y, sub_x, record["periods"], bands, window, window))
-    labels = np.memmap(shard, dtype=LABELS_DTYPE, mode="r", offset=record["labels_offset"],
+    return _patch_maps(Path(root) / record["shard"], np.dtype(meta["dtype"]).newbyteorder("<"), len(meta["bands"]),
+                       int(meta["window"]), record)
+
+
+def _patch_maps(shard: Path, dtype: np.dtype, bands: int, window: int,
+                where: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """The read-only memory maps of a patch's medians and labels blocks, as ``where`` (a record:
+    sub_y, sub_x, periods, offset, labels_offset) places them in ``shard``."""
+    sub_y, sub_x = where["sub_y"], where["sub_x"]
+    medians = np.memmap(shard, dtype=dtype, mode="r", offset=where["offset"],
+                        shape=(sub_y, sub_x, where["periods"], bands, window, window))
+    labels = np.memmap(shard, dtype=LABELS_DTYPE, mode="r", offset=where["labels_offset"],
                        shape=(sub_y, sub_x, window, window))
     return medians, labels
 
@@ -239,14 +245,9 @@ class Store:
     def arrays(self, row: int) -> tuple[np.ndarray, np.ndarray]:
         """Read-only memory maps of one patch's medians and labels (their own maps, released with
         the arrays: for the odd whole patch, e.g. previews; batches go through :meth:`read_samples`)."""
-        c, w, bands = self._columns, self._window, self._bands
-        shard = self.root / self.shard_names[c["shard"][row]]
-        sub_y, sub_x, periods = c["sub_y"][row], c["sub_x"][row], c["periods"][row]
-        medians = np.memmap(shard, dtype=self.dtype, mode="r", offset=c["offset"][row],
-                            shape=(sub_y, sub_x, periods, bands, w, w))
-        labels = np.memmap(shard, dtype=LABELS_DTYPE, mode="r", offset=c["labels_offset"][row],
-                           shape=(sub_y, sub_x, w, w))
-        return medians, labels
+        c = self._columns
+        where = {name: c[name][row] for name in ("sub_y", "sub_x", "periods", "offset", "labels_offset")}
+        return _patch_maps(self.root / self.shard_names[c["shard"][row]], self.dtype, self._bands, self._window, where)
 
     def read_samples(self, row: int, subs: Sequence[int], periods: slice, xs: Sequence[np.ndarray],
                      labels: Sequence[np.ndarray]) -> None:
