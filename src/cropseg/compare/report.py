@@ -1,7 +1,9 @@
-"""Write a selection-method comparison: ``report.md``, ``summary.json`` and PNGs per regime.
+"""Write a selection-method comparison: ``report.md``, ``runs.csv``, ``summary.json`` and PNGs per regime.
 
-Figures are drawn on bare :class:`matplotlib.figure.Figure` objects (no pyplot, no backend set at
-import). ``dvc plots show`` HTML needs a CDN for vega, so the pictures are PNG.
+The report is built from the runs table alone (:mod:`cropseg.compare.runs`), which is written
+beside it, so every number can be recomputed from ``runs.csv``. Figures are drawn on bare
+:class:`matplotlib.figure.Figure` objects (no pyplot, no backend set at import): ``dvc plots
+show`` HTML needs a CDN for vega, so the pictures are PNG.
 """
 
 from __future__ import annotations
@@ -11,152 +13,143 @@ import math
 import re
 from pathlib import Path
 
-import numpy as np
+import pandas as pd
 
 from ..core.atomic import atomic_dir
-from .statistics import Interval
-from .results import Regime, Row
+from .runs import write_runs
+from .statistics import Paired
+from .verdicts import ALPHA, UNITS, MethodResult, RegimeResult, judge
 
-COLORS = {"uniform": "#444444", "random": "#1f77b4", "loss": "#d62728", "margin": "#ff7f0e", "rho_loss": "#2ca02c"}
-COLUMNS = [("auc", "test wF1 AUC"), ("auc_vs_uniform", "Δ AUC vs uniform"), ("auc_vs_loss", "Δ AUC vs loss"),
-           ("final_f1", "final test wF1"), ("final_f1_vs_uniform", "Δ final vs uniform"),
-           ("final_f1_vs_loss", "Δ final vs loss"), ("speedup", "speed-up vs uniform"),
-           ("noisy_share", "noisy share selected"), ("noisy_share_vs_uniform", "Δ noisy vs uniform"),
-           ("noisy_share_ratio_to_loss", "noisy share / loss's")]
+RUNS_FILE = "runs.csv"
 
 
 def slug(label: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", label.lower()).strip("_")
 
 
-def _name(row: Row) -> str:
-    return row.method if row.method == "uniform" else f"{row.method} (block {row.block})"
-
-
-def _cell(value: Interval | None, key: str) -> str:
-    if value is None:
+def _diff(value: Paired | None, adjusted: float | None) -> str:
+    """``Δ [interval] p`` : Holm-adjusted p (``p_Holm``) for the primary comparisons, bold when judged a
+    gain or a loss; the raw exact p (``p_raw``) for the secondary ones, never bold."""
+    if value is None or value.n == 0:
         return ""
-    if math.isnan(value.value):  # e.g. a ratio of two zero noisy shares (no noise in the regime)
-        return "n/a"
-    text = value.text(2 if key == "speedup" else 3)
-    if key == "speedup":
-        text = text.replace(" [", "× [")
-        return f"**{text}**" if value.excludes(1.0) else text
-    if key.endswith(("_vs_uniform", "_vs_loss")):
-        return f"**{text}**" if value.excludes_zero else text
-    return text
+    if adjusted is None:
+        return f"{value.text()} p_raw={_p(value.p)}"
+    text = f"{value.text()} p_Holm={_p(adjusted)}"
+    return f"**{text}**" if judge(value, adjusted) in ("gain", "loss") else text
 
 
-def verdicts(regime: Regime) -> list[str]:
-    """Plain sentences: which differences' intervals exclude 0 (or 1x for the speed-up)."""
-    lines = []
-    for row in regime.rows:
-        if row.method == "uniform":
-            continue
-        for key, what, reference in (("auc_vs_uniform", "test-F1 AUC", "uniform"),
-                                     ("final_f1_vs_uniform", "final test F1", "uniform"),
-                                     ("auc_vs_loss", "test-F1 AUC", "loss")):
-            value = row.values.get(key)
-            if value is None:
-                continue
-            if value.excludes_zero:
-                word = "higher" if value.low > 0 else "lower"
-                lines.append(f"- {_name(row)}: {word} {what} than {reference} (Δ {value.text()})")
-            else:
-                lines.append(f"- {_name(row)}: {what} not distinguishable from {reference}'s (Δ {value.text()})")
-        speed = row.values.get("speedup")
-        if speed is not None:
-            word = "faster than" if speed.low > 1 else ("slower than" if speed.high < 1 else "not distinguishable from")
-            lines.append(f"- {_name(row)}: {word} uniform, speed-up {speed.text(2)}")
+def _p(value: float | None) -> str:
+    return "n/a" if value is None or math.isnan(value) else f"{value:.3f}"
+
+
+def _speed(value: float) -> str:
+    return "never" if value == 0 else f"{value:.2f}×"
+
+
+def verdict_table(regime: RegimeResult) -> list[str]:
+    """One row per method: means, differences to uniform and to the best baseline, speed-ups."""
+    head = ["method", "n", "AUC wF1", "final wF1", "final macro F1", "Δ AUC vs uniform", "Δ final wF1 vs uniform",
+            f"Δ AUC vs best baseline", "Δ final wF1 vs best baseline", *[f"speed-up ({title})" for _, title, _, _ in UNITS],
+            "noisy share selected"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for m in regime.methods:
+        cells = [m.label + (" *(baseline)*" if m.baseline else ""), str(len(m.replicates)), f"{m.means['auc']:.3f}",
+                 f"{m.means['final']:.3f}", f"{m.means['final_macro']:.3f}",
+                 _diff(m.vs_uniform.get("auc"), m.holm.get("vs_uniform.auc")),
+                 _diff(m.vs_uniform.get("final"), m.holm.get("vs_uniform.final")),
+                 _diff(m.vs_best.get("auc"), m.holm.get("vs_best.auc")),
+                 _diff(m.vs_best.get("final"), m.holm.get("vs_best.final")),
+                 *[_speed(m.speedups[unit]) for unit, _, _, _ in UNITS],
+                 "n/a" if math.isnan(m.means["noisy_share_selected"]) else f"{m.means['noisy_share_selected']:.3f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    il = regime.il_model
+    lines.append(f"| IL model itself *(baseline)* | {len(regime.methods[0].replicates)} | | {il['weighted_f1']:.3f} | "
+                 f"{il['macro_f1']:.3f} |" + " |" * (len(head) - 5))
     return lines
 
 
-def markdown(regimes: list[Regime], skipped: list[str], command: str) -> str:
-    out = ["# Selection methods compared (paired by seed, 95 % bootstrap intervals)", "",
-           f"Built by `{command}` from `dvc exp show --json` and each experiment's "
-           "`metrics/evaluate/curve.csv` (test weighted F1 on clean labels at fixed samples seen).",
-           "Bold: the interval of a paired difference excludes 0 (speed-up: excludes 1×). "
-           "AUC: mean test weighted F1 over the budget of samples seen. Speed-up: samples seen by uniform's "
-           "seed-mean curve to reach its own final F1, divided by the method's (0: never reached). Noisy share: "
-           "parcel pixels with a wrong label among those selected, in model-class space.", ""]
+def verdicts(regime: RegimeResult) -> list[str]:
+    """Plain sentences for every method that uses the IL model's scores (RHO-Loss)."""
+    out = []
+    best = regime.method(regime.best_baseline).label if regime.best_baseline else None
+    for m in regime.methods:
+        if not m.vs_best:
+            continue
+        against_uniform = judge(m.vs_uniform["auc"], m.holm.get("vs_uniform.auc", math.nan))
+        against_best = judge(m.vs_best["auc"], m.holm.get("vs_best.auc", math.nan))
+        out.append(f"- **{m.label}**: AUC vs uniform: {against_uniform} ({m.vs_uniform['auc'].text()}, "
+                   f"p_Holm={_p(m.holm.get('vs_uniform.auc'))}); vs the best equal-information baseline ({best}): "
+                   f"AUC {against_best} ({m.vs_best['auc'].text()}, p_Holm={_p(m.holm.get('vs_best.auc'))}), "
+                   f"final wF1 {m.vs_best['final'].text()} (p_raw={_p(m.vs_best['final'].p)}); final wF1 vs the IL "
+                   f"model itself {m.vs_il_model.text() if m.vs_il_model else 'n/a'}; "
+                   f"speed-up {_speed(m.speedups['seen'])} in samples seen, {_speed(m.speedups['wall_il'])} "
+                   f"in wall time with the IL model.")
+    return out
+
+
+def markdown(regimes: list[RegimeResult], skipped: list[str], command: str, runs: int) -> str:
+    out = ["# Selection methods: paired comparison over replicates", "",
+           f"Built by `{command}` from `{RUNS_FILE}` ({runs} runs; every number below can be recomputed from it "
+           f"with `python experiments/report.py --runs metrics/comparison/{RUNS_FILE}`).", "",
+           "A replicate redraws the synthetic data, the label noise, the split, the holdout model and the "
+           "initialisation. Differences are paired by replicate: mean [95 % t interval] and the exact "
+           "sign-flip permutation p-value. Primary comparisons (every RHO-Loss variant's AUC against uniform "
+           "and against the best equal-information baseline) carry p_Holm, Holm-corrected within the regime; "
+           f"**bold**: the interval excludes 0 and p_Holm < {ALPHA}. Secondary differences carry the raw "
+           "p (p_raw), uncorrected, descriptive only. With 5 replicates the smallest possible "
+           "p is 0.0625, so a 5-replicate regime cannot show a significant difference; its intervals still "
+           "show the size of one. AUC: area under the test weighted-F1 curve over the whole budget "
+           "(normalised by the budget). Speed-up: cost for the method to reach uniform's final mean weighted "
+           "F1 relative to uniform's, in samples seen (gradient steps' samples), forward passes (training and "
+           "scoring), wall time, and those two with the IL model's training and scoring pass added; "
+           "\"never\": the method's mean curve does not reach it within the budget. Baselines with the "
+           "information RHO-Loss gets from the holdout: uniform on train + holdout, the IL filter (drop the "
+           "20 % of training samples with the highest irreducible loss, then uniform), selection by the "
+           "irreducible loss alone, and the IL model itself.", ""]
     for regime in regimes:
-        out += [f"## {regime.label}", "",
-                "Seeds: those paired with uniform (a row's intervals need 2 or more). Irreducible-loss model: clean-test weighted F1 "
-                f"{_fmt(regime.holdout.get('clean_test_weighted_f1'))} ({regime.holdout.get('scored_against')}), "
-                f"trained on {regime.holdout.get('holdout_samples')} holdout samples. "
-                f"Figures: `{slug(regime.label)}_curves.png`, `{slug(regime.label)}_intervals.png`.", ""]
-        out.append("| method | seeds | " + " | ".join(title for _, title in COLUMNS) + " |")
-        out.append("|---" * (len(COLUMNS) + 2) + "|")
-        for row in regime.rows:
-            out.append(f"| {_name(row)} | {len(row.seeds)} | "
-                       + " | ".join(_cell(row.values.get(k), k) for k, _ in COLUMNS) + " |")
-        out += ["", *verdicts(regime), ""]
+        out += [f"## {regime.name}" + (f": {regime.label}" if regime.label != regime.name else ""), ""]
+        out += verdict_table(regime)
+        out += [""]
+        if regime.best_baseline:
+            out += [f"Best equal-information baseline (highest mean AUC): "
+                    f"**{regime.method(regime.best_baseline).label}**.", ""]
+        out += verdicts(regime) + [""]
+        out += [f"![curves]({slug(regime.name)}_curves.png)", ""]
     if skipped:
         out += ["## Experiments left out", "", *[f"- {s}" for s in skipped], ""]
     return "\n".join(out)
 
 
-def _fmt(value) -> str:
-    return "n/a" if value is None else f"{value:.3f}"
-
-
-def plot_curves(regime: Regime, path: Path) -> None:
-    """Seed-mean test F1 vs samples seen per method, with the seeds' range shaded."""
+def plot_curves(regime: RegimeResult, path: Path) -> None:
+    """Replicate-mean test weighted F1 vs samples seen per method, the replicates' range shaded."""
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(8, 5))
     axis = figure.subplots()
-    for (method, block), by_seed in sorted(regime.curves.items()):
-        values = np.stack(list(by_seed.values()))
-        style = "-" if block in (1, 2) else "--"
-        label = method if method == "uniform" else f"{method} (block {block})"
-        axis.plot(regime.grid, values.mean(0), style, marker="o", ms=3, color=COLORS.get(method), label=label)
-        axis.fill_between(regime.grid, values.min(0), values.max(0), color=COLORS.get(method), alpha=0.08)
-    axis.set_xlabel("samples seen (gradient samples)")
+    for m in regime.methods:
+        values = regime.curves[m.name]
+        style = "--" if m.baseline else "-"
+        line, = axis.plot(regime.grid, values.mean(0), style, marker="o", ms=2, label=m.label)
+        axis.fill_between(regime.grid, values.min(0), values.max(0), color=line.get_color(), alpha=0.06)
+    axis.axhline(regime.il_model["weighted_f1"], color="#999999", ls=":", lw=1, label="IL model itself")
+    axis.set_xlabel("samples seen")
     axis.set_ylabel("test weighted F1 (clean labels)")
-    axis.set_title(f"{regime.label}\nseed mean, shaded: min..max over seeds", fontsize=9)
+    axis.set_title(f"{regime.name}: {regime.label}\nreplicate mean, shaded: min..max", fontsize=9)
     axis.grid(alpha=0.3)
-    axis.legend(fontsize=8, loc="lower right")
+    axis.legend(fontsize=7, loc="lower right")
     figure.tight_layout()
     figure.savefig(path, dpi=110)
 
 
-def plot_intervals(regime: Regime, path: Path) -> None:
-    """Forest plot: paired differences to uniform (AUC, final F1), speed-up, noisy share."""
-    from matplotlib.figure import Figure
-
-    panels = [("auc_vs_uniform", "Δ test-F1 AUC vs uniform", 0.0), ("final_f1_vs_uniform", "Δ final test F1 vs uniform",
-                                                                      0.0),
-              ("speedup", "speed-up vs uniform (×)", 1.0), ("noisy_share", "noisy share of selected pixels", None)]
-    rows = [r for r in regime.rows if r.method != "uniform"] + [r for r in regime.rows if r.method == "uniform"]
-    figure = Figure(figsize=(16, 0.5 * len(rows) + 2))
-    axes = figure.subplots(1, len(panels), sharey=True)
-    for axis, (key, title, reference) in zip(axes, panels):
-        for y, row in enumerate(rows):
-            value = row.values.get(key)
-            if value is None:
-                continue
-            axis.errorbar(value.value, y, xerr=[[value.value - value.low], [value.high - value.value]], fmt="o",
-                          color=COLORS.get(row.method), capsize=3)
-        if reference is not None:
-            axis.axvline(reference, color="#999999", ls="--", lw=1)
-        axis.set_title(title, fontsize=9)
-        axis.grid(alpha=0.3)
-        axis.locator_params(axis="x", nbins=5)
-    axes[0].set_yticks(range(len(rows)), [_name(r) for r in rows])
-    figure.suptitle(f"{regime.label}: means and paired-bootstrap 95 % intervals", fontsize=10)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-
-
-def write_report(regimes: list[Regime], skipped: list[str], out: Path, command: str) -> list[str]:
-    """Replace ``out`` with the report; returns the files written."""
+def write_report(table: pd.DataFrame, regimes: list[RegimeResult], skipped: list[str], out: Path,
+                 command: str) -> list[str]:
+    """Replace ``out`` with the report and the runs table; returns the files written."""
     with atomic_dir(out) as tmp:
-        (tmp / "report.md").write_text(markdown(regimes, skipped, command))
+        write_runs(table, tmp / RUNS_FILE)
+        (tmp / "report.md").write_text(markdown(regimes, skipped, command, len(table)))
         summary = {"regimes": [r.as_dict() for r in regimes], "skipped": skipped}
         (tmp / "summary.json").write_text(json.dumps(summary, indent=1, default=str) + "\n")
         for regime in regimes:
-            plot_curves(regime, tmp / f"{slug(regime.label)}_curves.png")
-            plot_intervals(regime, tmp / f"{slug(regime.label)}_intervals.png")
+            plot_curves(regime, tmp / f"{slug(regime.name)}_curves.png")
         files = sorted(p.name for p in tmp.iterdir())
     return files
