@@ -63,6 +63,15 @@ def points(regime: str, config: dict | None = None, *, replicates: int | None = 
     return out
 
 
+def interleave(per_regime: list[list[dict[str, str]]]) -> list[dict[str, str]]:
+    """Replicate-major order: replicate 0 of every regime, then replicate 1, ... (a regime with fewer
+    replicates drops out when it has none left)."""
+    def replicate(point: dict[str, str]) -> int:
+        return int(point["train.seed"])
+
+    return sorted((p for regime in per_regime for p in regime), key=replicate)  # stable: regime order kept
+
+
 def queue_command(point: dict[str, str], target: str = "evaluate") -> list[str]:
     """``dvc exp run --queue [target] -S key=value ...`` for one point."""
     return ["dvc", "exp", "run", "--queue", *([target] if target else []),
@@ -83,14 +92,17 @@ def main() -> int:
     parser.add_argument("--target", default="evaluate",
                         help="last stage each experiment runs (default: %(default)s; the crop maps of predict "
                              "are not needed to compare; '' for the whole pipeline)")
+    parser.add_argument("--interleave", action="store_true",
+                        help="queue replicate 0 of every regime, then replicate 1, ...: a grid stopped early still "
+                             "covers every regime (default: regime by regime)")
     parser.add_argument("--dry-run", action="store_true", help="print the commands, queue nothing")
     args = parser.parse_args()
     names = list(config["regimes"]) if args.regimes == ["all"] else args.regimes
     try:
-        grid = [point for name in names for point in points(name, config, replicates=args.replicates,
-                                                            methods=args.methods)]
+        per_regime = [points(name, config, replicates=args.replicates, methods=args.methods) for name in names]
     except KeyError as error:
         parser.error(error.args[0])
+    grid = interleave(per_regime) if args.interleave else [point for regime in per_regime for point in regime]
     for point in grid:
         command = queue_command(point, args.target)
         print(shlex.join(command), flush=True)
