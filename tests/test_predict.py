@@ -20,8 +20,6 @@ from rasterio.windows import from_bounds
 
 from cropseg.nn.checkpoint import model_file, save_atomic
 from cropseg.nn.dataset import SubPatchDataset
-from cropseg.nn.scoring import predict, sequential_loader
-from cropseg.medians.subpatches import PatchCanvas
 from cropseg.fetch.stage import fetch_s4a
 from cropseg.s4a.grid import GridError, read_patch_grid
 from cropseg.split.labels import load_label_set
@@ -59,10 +57,11 @@ def world(tmp_path_factory):
     return root, paths, dataset
 
 
-def _run(root: Path, paths: list[str], out: Path, preview: Path | None = None, batch_size: int = BATCH):
-    return predict_patches(model_path=root / "model.pt", medians=root / "medians", netcdf=root / "netcdf",
-                           patch_list=paths, out=out, preview=preview, device="cpu", precision="32",
-                           batch_size=batch_size, label_set_name="s4a11", progress=False)
+def _run(root: Path, paths: list[str], out: Path, preview: Path | None = None, metrics: Path | None = None,
+         netcdf: Path | None = None):
+    return predict_patches(model_path=root / "model.pt", medians=root / "medians", netcdf=netcdf or root / "netcdf",
+                           patch_list=paths, out=out, preview=preview, metrics=metrics, device="cpu", precision="32",
+                           label_set_name="s4a11", progress=False)
 
 
 def _footprint(nc: Path) -> tuple[int, tuple[float, float, float, float]]:
@@ -80,14 +79,19 @@ def test_cogs_sit_on_the_patch_footprint_and_equal_the_evaluate_predictions(worl
     result = _run(root, paths, tmp_path / "out", tmp_path / "mosaic.png")
     assert result.patches == 6 and result.line().startswith("predict: 6 patches")
 
-    # the evaluate stage's predictions: its loader, batch size and code path, stitched by its canvas
-    model = torch.load(root / "model.pt", weights_only=True)
+    # an independent whole-patch input: every sub-patch read through the training dataset, stitched back
     from cropseg.nn.checkpoint import load_model
+    from cropseg.medians.subpatches import stitch
 
+    model = torch.load(root / "model.pt", weights_only=True)
     net, _ = load_model(root / "model.pt")
-    canvas = PatchCanvas(list(range(len(paths))), dataset.per_patch, dataset.sub_x, dataset.window)
-    for batch, log_probs in predict(net, sequential_loader(dataset, BATCH), torch.device("cpu"), FP32):
-        canvas.add(batch.index, log_probs.argmax(1))
+    net.eval()
+    expected = {}
+    for p in range(len(paths)):
+        batch = dataset[list(range(p * dataset.per_patch, (p + 1) * dataset.per_patch))]
+        x = stitch(batch.x.numpy().reshape(dataset.sub_y, dataset.sub_x, *batch.x.shape[1:]))
+        with torch.no_grad():
+            expected[p] = net(torch.from_numpy(np.ascontiguousarray(x))[None])[0].argmax(0).numpy()
     assert model["model"]["norm"] == "precise"
 
     seen_classes = set()
@@ -99,7 +103,7 @@ def test_cogs_sit_on_the_patch_footprint_and_equal_the_evaluate_predictions(worl
             assert (cog.count, cog.dtypes, cog.nodata) == (2, ("uint8", "uint8"), 0)
             assert cog.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
             classes, confidence = cog.read(1), cog.read(2)
-            np.testing.assert_array_equal(classes, canvas.full(p))
+            np.testing.assert_array_equal(classes, expected[p])
             assert cog.colormap(1)[0][3] == 0 and cog.colormap(1)[1][3] == 255
             assert cog.tags()["CLASS_NAMES"].split(",") == list(load_label_set("s4a11").class_names)
             assert cog.tags(1)["CLASS_3"] == load_label_set("s4a11").class_names[3]
@@ -225,10 +229,10 @@ def test_folder_command_on_an_s4a_folder(world, tmp_path):
     (tmp_path / "params.yaml").write_text("medians: {workers: 1}\ntrain: {physical_batch_size: 3, batch_size: 3, "
                                           "device: cpu, precision: '32'}\n")
     done = _folder_command("--params", "params.yaml", "--model", str(root / "model.pt"), "--patches", str(folder),
-                           "--out", "maps", "--preview", "", "--batch-size", "4", cwd=tmp_path)
+                           "--out", "maps", "--preview", "", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("predict: 2 patches")
-    for relpath in paths[:2]:  # batches of one whole patch (4 sub-patches), as the reference: the same bits
+    for relpath in paths[:2]:  # each patch predicted whole, as the reference: the same bits
         with rasterio.open(tmp_path / "maps" / cog_relpath(relpath)) as cog, \
                 rasterio.open(_run_reference(root, relpath, tmp_path)) as ref:
             np.testing.assert_array_equal(cog.read(), ref.read())
@@ -247,5 +251,5 @@ def test_stage_points_patches_to_the_folder_command(tmp_path):
 
 def _run_reference(root: Path, relpath: str, tmp_path: Path) -> Path:
     out = tmp_path / f"ref_{Path(relpath).stem}"
-    _run(root, [relpath], out, batch_size=4)
+    _run(root, [relpath], out)
     return out / cog_relpath(relpath)
