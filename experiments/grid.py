@@ -1,14 +1,20 @@
-"""Queue a comparison grid through DVC: one experiment per regime x method x block size x seed.
+"""Queue a comparison grid through DVC: one experiment per regime x method x replicate.
 
-    python experiments/grid.py noise40                  # uniform + {random, loss, rho_loss} x {2, 4}, seeds 0..4
-    python experiments/grid.py noise40 --dry-run        # print the two `dvc exp run --queue` commands only
-    dvc queue start -j 2 && dvc queue status            # run them (2 workers), then:
-    python experiments/report.py                        # -> metrics/comparison/
+    python experiments/grid.py realistic              # 8 methods x 8 replicates (experiments/regimes.yaml)
+    python experiments/grid.py all                    # every regime but tiny (~190 experiments, ~2 h on 2 cores)
+    python experiments/grid.py realistic --dry-run    # print the `dvc exp run --queue` commands only
+    dvc queue start -j 2 && dvc queue status          # run them (2 workers), then:
+    python experiments/report.py                      # -> metrics/comparison/
 
-A regime (experiments/regimes.yaml) is the set of params every point shares (noise, budget, LR
-schedule, snapshots); uniform ignores the block size, so it is queued once per seed. Every point is
-an ordinary DVC experiment: `dvc exp show` lists it, `dvc exp apply` restores it.
+A regime (experiments/regimes.yaml) is the params every point of it shares (noise, holdout); the
+file's ``base`` params are shared by every regime. A replicate ``r`` sets every seed to ``r``
+(:data:`REPLICATE_SEEDS`): the synthetic data, the split, the noise, the holdout model and the
+target model's initialisation and order all change together, so replicates are independent draws
+of the whole experiment and the unit of the paired statistics. Every point is an ordinary DVC
+experiment: `dvc exp show` lists it, `dvc exp apply` restores it.
 """
+
+from __future__ import annotations
 
 import argparse
 import shlex
@@ -19,20 +25,48 @@ from pathlib import Path
 import yaml
 
 REGIMES = Path(__file__).with_name("regimes.yaml")
+#: The params a replicate sets, all to the replicate number.
+REPLICATE_SEEDS = ("data.synthetic.seed", "split.seed", "protocol.noise_seed", "holdout.seed", "train.seed")
 
 
-def commands(regime: dict, methods: list[str], blocks: list[int], seeds: int,
-             target: str = "evaluate") -> list[list[str]]:
-    """The `dvc exp run --queue` commands of a grid (Hydra sweep syntax: `a,b` and `range(0,n)`)."""
-    run = ["dvc", "exp", "run", "--queue", *([target] if target else [])]
-    shared = [arg for key, value in regime.items() for arg in ("-S", f"{key}={_yaml(value)}")]
-    seed = ["-S", f"train.seed=range(0,{seeds})"]
-    queued = [[*run, *shared, "-S", "selection.method=uniform", "-S", "selection.block_size=1", *seed]]
-    others = [m for m in methods if m != "uniform"]
-    if others:
-        queued.append([*run, *shared, "-S", f"selection.method={','.join(others)}",
-                       "-S", f"selection.block_size={','.join(map(str, blocks))}", *seed])
-    return queued
+def load_regimes(path: Path = REGIMES) -> dict:
+    """regimes.yaml: ``base``, ``regimes``, ``methods`` and the CI regime ``tiny``."""
+    return yaml.safe_load(path.read_text())
+
+
+def regime_names(config: dict) -> list[str]:
+    return [*config["regimes"], "tiny"]
+
+
+def points(regime: str, config: dict | None = None, *, replicates: int | None = None,
+           methods: list[str] | None = None) -> list[dict[str, str]]:
+    """Every experiment of a regime: one ordered mapping of ``-S`` overrides per method x replicate.
+
+    ``tiny`` (CI) uses its own params and no ``base``; the others are ``base`` + the regime's params +
+    the method's + the replicate's seeds. Values are written as YAML scalars (``null``, ``true``)."""
+    config = config or load_regimes()
+    if regime == "tiny":
+        spec, base = config["tiny"], {}
+    elif regime in config["regimes"]:
+        spec, base = config["regimes"][regime], config["base"]
+    else:
+        raise KeyError(f"unknown regime {regime!r}; {REGIMES.name} has {', '.join(regime_names(config))}")
+    chosen = methods or spec.get("methods") or list(config["methods"])
+    unknown = [m for m in chosen if m not in config["methods"]]
+    if unknown:
+        raise KeyError(f"unknown method(s) {', '.join(unknown)}; {REGIMES.name} has {', '.join(config['methods'])}")
+    out = []
+    for r in range(replicates if replicates is not None else spec["replicates"]):
+        for method in chosen:
+            point = {**base, **spec["params"], **config["methods"][method], **{key: r for key in REPLICATE_SEEDS}}
+            out.append({key: _yaml(value) for key, value in point.items()})
+    return out
+
+
+def queue_command(point: dict[str, str], target: str = "evaluate") -> list[str]:
+    """``dvc exp run --queue [target] -S key=value ...`` for one point."""
+    return ["dvc", "exp", "run", "--queue", *([target] if target else []),
+            *[arg for key, value in point.items() for arg in ("-S", f"{key}={value}")]]
 
 
 def _yaml(value) -> str:
@@ -41,23 +75,29 @@ def _yaml(value) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("regime", help=f"a regime of {REGIMES.name}")
-    parser.add_argument("--methods", nargs="+", default=["random", "loss", "rho_loss"],
-                        help="compared with uniform (always queued)")
-    parser.add_argument("--blocks", nargs="+", type=int, default=[2, 4], help="block sizes of the methods")
-    parser.add_argument("--seeds", type=int, default=5, help="train.seed 0..N-1 (the pairing unit)")
+    config = load_regimes()
+    parser.add_argument("regimes", nargs="+", help=f"regimes of {REGIMES.name} ({', '.join(regime_names(config))}) "
+                                                   "or all (every regime but tiny)")
+    parser.add_argument("--methods", nargs="+", help=f"methods of {REGIMES.name} (default: the regime's, else all)")
+    parser.add_argument("--replicates", type=int, help="replicates 0..N-1 (default: the regime's)")
     parser.add_argument("--target", default="evaluate",
                         help="last stage each experiment runs (default: %(default)s; the crop maps of predict "
                              "are not needed to compare; '' for the whole pipeline)")
     parser.add_argument("--dry-run", action="store_true", help="print the commands, queue nothing")
     args = parser.parse_args()
-    regimes = yaml.safe_load(REGIMES.read_text())
-    if args.regime not in regimes:
-        parser.error(f"unknown regime {args.regime!r}; {REGIMES} has {sorted(regimes)}")
-    for command in commands(regimes[args.regime], args.methods, args.blocks, args.seeds, args.target):
-        print(shlex.join(command))
+    names = list(config["regimes"]) if args.regimes == ["all"] else args.regimes
+    try:
+        grid = [point for name in names for point in points(name, config, replicates=args.replicates,
+                                                            methods=args.methods)]
+    except KeyError as error:
+        parser.error(error.args[0])
+    for point in grid:
+        command = queue_command(point, args.target)
+        print(shlex.join(command), flush=True)
         if not args.dry_run:
-            subprocess.run(command, check=True)
+            subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    print(f"grid: {len(grid)} experiment(s) {'listed' if args.dry_run else 'queued'} "
+          f"({', '.join(names)}); run them with `dvc queue start -j 2`", file=sys.stderr)
     return 0
 
 

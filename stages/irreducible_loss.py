@@ -27,7 +27,7 @@ def main() -> int:
         track_irreducible(params, **paths, summary=summary)
         return summary
 
-    return run_stage("irreducible_loss", body, errors=(FileNotFoundError,))
+    return run_stage("irreducible_loss", body, errors=(FileNotFoundError, ValueError))  # ValueError: parcel noise
 
 
 if __name__ == "__main__":

@@ -301,6 +301,39 @@ def test_bad_input_is_a_clear_error_and_leaves_nothing(tmp_path, case):
     assert [p.name for p in out.iterdir()] == ["previous.txt"]
 
 
+def _strip_groups(path: Path, groups: tuple[str, ...]) -> Path:
+    """A copy of an S4A file without the given groups (a season with no declarations yet)."""
+    import netCDF4
+    out = path.with_name("stripped_" + path.name)
+    with netCDF4.Dataset(path) as source, netCDF4.Dataset(out, "w") as target:
+        target.setncatts({name: source.getncattr(name) for name in source.ncattrs()})
+        for name, group in source.groups.items():
+            if name in groups:
+                continue
+            copy = target.createGroup(name)
+            for dim, size in group.dimensions.items():
+                copy.createDimension(dim, len(size))
+            for var_name, var in group.variables.items():
+                new = copy.createVariable(var_name, var.dtype, var.dimensions)
+                new.setncatts({a: var.getncattr(a) for a in var.ncattrs() if a != "_FillValue"})
+                new[:] = var[:]
+    return out
+
+
+def test_a_file_without_labels_and_parcels_gets_the_same_medians_and_zero_labels(tmp_path):
+    labelled = make_patch(tmp_path, DATES_EDGES, size=122)
+    unlabelled = _strip_groups(labelled, ("labels", "parcels"))
+    params = Medians(bands=["B02", "B08"], window=61)
+    with_labels, without = compute_patch(labelled, params), compute_patch(unlabelled, params)
+    assert with_labels.labels.any()
+    np.testing.assert_array_equal(without.medians, with_labels.medians)
+    assert without.labels.shape == with_labels.labels.shape and not without.labels.any()
+    assert (without.size, without.year) == (122, with_labels.year)
+    nothing = _strip_groups(labelled, ("labels", "parcels", "B02", "B03", "B04", "B08"))
+    with pytest.raises(MediansError, match="neither a labels group nor a 10 m band"):
+        compute_patch(nothing, Medians(bands=["B05"], window=61))
+
+
 def test_params_validation():
     with pytest.raises(ParamsError, match="medians.bands"):
         parse_params({"medians": {"bands": ["B02", "B13"]}})

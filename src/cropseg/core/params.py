@@ -112,25 +112,65 @@ class Selection(Section):
                                                "or a weighted sum such as '1.0*loss - 0.5*irreducible'")
     block_size: int = Field(2, ge=1, le=1000, description="samples considered per sample kept (1: no selection)")
     n_batches_per_block: int = Field(1, ge=1, le=1000, description="optimiser steps per selected block")
+    drop_irreducible: float = Field(0.0, ge=0.0, lt=1.0, description="before training, drop this fraction of the "
+                                    "training samples with the highest irreducible loss (the IL filter; 0: off)")
     scoring_norm: Literal["population", "batch"] = Field(
         "batch", description="BatchNorm statistics the scores use: batch (the scored sub-batch's own, as the "
                             "model trains) | population (the running statistics, as the model predicts)")
 
 
+#: Crops LPIS declarations confuse (same season and growth form, hard to tell on the ground and
+#: from space): winter cereals, summer row crops, broadleaf spring crops. Names of the s4a11 label set;
+#: a class outside every group (grapes: perennial) is confused with any other crop.
+SIMILAR_CROPS = [["wheat", "barley", "rye", "oats"], ["maize", "sorghum", "sunflower"],
+                 ["rapeseed", "peas", "potatoes"]]
+
+
+class Systematic(Section):
+    """One class declared as another in a region (``protocol.systematic``): a systematic declaration
+    error, e.g. a regional rule or a mistranslated crop code, that no amount of data averages out."""
+
+    source: str | None = Field(None, alias="from", description="model class name declared as `to`; null: off")
+    to: str | None = Field(None, description="the class it is declared as")
+    tiles: list[str] = Field(default_factory=list, description="the region: these MGRS tiles (empty: every tile)")
+    share: float = Field(1.0, ge=0.0, le=1.0, description="fraction of the region's `from` parcels declared `to`")
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> "Systematic":
+        if (self.source is None) != (self.to is None):
+            raise ValueError("from and to: give both class names, or neither")
+        if self.source is not None and self.source == self.to:
+            raise ValueError(f"from and to are the same class {self.source!r}")
+        return self
+
+
 class Protocol(Section):
     """How one run is measured so that one DVC experiment is one point of a method comparison.
 
-    Noise is per sample (a whole sub-patch relabelled, as in the RHO-Loss paper's noisy-label
-    benchmarks), in model-class space, on the train split only (val too with ``noisy_val``);
-    test is scored on clean labels. ``samples_seen``, ``lr_schedule``, ``test_points`` and
-    ``keep`` apply to the target model (the ``train`` stage), never to the irreducible-loss model.
+    Noise (:mod:`cropseg.nn.label_noise`, :mod:`cropseg.nn.parcel_noise`) is in model-class space,
+    on the train split (and val, the irreducible-loss model's training data, with ``noisy_val``),
+    never on test, which is scored on clean labels. ``noise_unit: sample`` relabels whole
+    sub-patches (the RHO-Loss paper's noisy-label benchmarks); ``parcel`` relabels single parcels
+    (LPIS declaration errors), with any other crop or (``noise_classes: similar``) a similar one.
+    ``samples_seen``, ``lr_schedule``, ``test_points``, ``keep`` and ``train_on_holdout`` apply to
+    the target model (the ``train`` stage), never to the irreducible-loss model.
     """
 
-    label_noise: float = Field(0.0, ge=0.0, le=1.0, description="fraction of training sub-patches whose every "
-                                                                "parcel pixel gets a wrong model class")
+    label_noise: float = Field(0.0, ge=0.0, le=1.0, description="fraction of training sub-patches (noise_unit: "
+                                                                "sample) or crop parcels (parcel) given a wrong class")
+    noise_unit: Literal["sample", "parcel"] = Field("sample", description="sample: every parcel pixel of a noisy "
+                                                    "sub-patch wrong | parcel: a noisy parcel's pixels wrong")
+    noise_classes: Literal["any", "similar"] = Field("any", description="the wrong class: any other crop class | "
+                                                     "another of its `similar` group (parcel noise only)")
+    similar: list[list[str]] = Field(default_factory=lambda: [list(g) for g in SIMILAR_CROPS],
+                                     description="groups of class names confused with each other (noise_classes: similar)")
+    systematic: Systematic = Field(default_factory=Systematic, description="one class declared as another in a region "
+                                                                           "(parcel level, beside label_noise)")
     noise_seed: int = Field(0, ge=0, description="which sub-patches are noisy and how: the same for every "
                                                  "method and train.seed (a fixed noisy dataset)")
     noisy_val: bool = Field(False, description="also noise the val split (the irreducible-loss model's training data)")
+    train_on_holdout: bool = Field(False, description="the target model trains on train + val (the holdout, with its "
+                                                      "labels as noised by noisy_val): the equal-information baseline")
     samples_seen: int | None = Field(None, ge=1, description="null: train.epochs passes over the samples considered; "
                                                              "N: train until N samples seen, whatever the block size")
     lr_schedule: Literal["auto", "cosine", "constant"] = Field(
@@ -146,7 +186,16 @@ class Protocol(Section):
         for name, needs in (("lr_schedule", self.lr_schedule == "cosine"), ("test_points", self.test_points > 0)):
             if needs and self.samples_seen is None:
                 raise ValueError(f"{name}: {getattr(self, name)!r} needs samples_seen (the budget it is spread over)")
+        if self.noise_classes == "similar" and self.noise_unit != "parcel":
+            raise ValueError("noise_classes: 'similar' needs noise_unit: parcel (a sub-patch holds several crops)")
+        if self.systematic.source is not None and self.noise_unit != "parcel":
+            raise ValueError("systematic: needs noise_unit: parcel (a declaration error is a parcel's)")
         return self
+
+    @property
+    def noisy(self) -> bool:
+        """Whether any label is noised (random or systematic)."""
+        return self.label_noise > 0 or (self.systematic.source is not None and self.systematic.share > 0)
 
 
 class Tracking(Section):

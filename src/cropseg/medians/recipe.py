@@ -59,6 +59,8 @@ from ..core.params import Medians
 from ..s4a.bands import BANDS, band_side
 from ..s4a.netcdf import decode_time
 
+TEN_METRE_BANDS = tuple(band for band, metres in BANDS.items() if metres == 10)
+
 
 class MediansError(RuntimeError):
     """A patch cannot be turned into medians; the message names the file and the band or group."""
@@ -242,16 +244,13 @@ def compute_patch(path: str | Path, params: Medians) -> PatchMedians:
     window = params.window
     dataset, year = _open_with_year(path)
     with dataset:
-        labels_group = dataset.groups.get("labels")
-        if labels_group is None:
-            raise MediansError(f"{path}: labels: group missing")
-        labels = _read_grid(labels_group, "labels", ("y", "x"), "uint32", f"{path}: labels")
-        size = labels.shape[0]
-        if labels.shape != (size, size) or size == 0:
-            raise MediansError(f"{path}: labels: shape {labels.shape}, expected a square patch")
-        if size % window:
-            raise MediansError(f"{path}: labels: patch size {size} px is not a multiple of "
-                               f"medians.window={window}")
+        size = _patch_size(dataset, path, window)
+        if "labels" in dataset.groups:
+            labels = _read_grid(dataset.groups["labels"], "labels", ("y", "x"), "uint32", f"{path}: labels")
+            if labels.shape != (size, size):
+                raise MediansError(f"{path}: labels: shape {labels.shape}, expected ({size}, {size})")
+        else:  # a season without declarations yet (predict): every pixel background, nothing scored
+            labels = np.zeros((size, size), np.uint32)
         edges = period_edges(year, params.freq)
         n_periods = len(edges) - 1
         x_ns = edges[:-1].astype(np.float64)  # the date of each period: its start
@@ -345,12 +344,26 @@ def read_header(path: str | Path, window: int) -> tuple[int, int]:
     path = Path(path)
     dataset, year = _open_with_year(path)
     with dataset:
-        group = dataset.groups.get("labels")
-        if group is None or "labels" not in group.variables:
-            raise MediansError(f"{path}: labels: group or variable missing")
-        shape = group.variables["labels"].shape
+        return _patch_size(dataset, path, window), year
+
+
+def _patch_size(dataset: netCDF4.Dataset, path: Path, window: int) -> int:
+    """The patch side in 10 m pixels: from the ``labels`` raster or, in a file without labels (a
+    season not declared yet), from the first 10 m band present; ``window`` must divide it."""
+    if "labels" in dataset.groups:
+        group, name = dataset.groups["labels"], "labels"
+        if name not in group.variables:
+            raise MediansError(f"{path}: labels: variable 'labels' missing")
+        shape = group.variables[name].shape
+    else:
+        name = next((band for band in TEN_METRE_BANDS if band in dataset.groups
+                     and band in dataset.groups[band].variables), None)
+        if name is None:
+            raise MediansError(f"{path}: neither a labels group nor a 10 m band group "
+                               f"({', '.join(TEN_METRE_BANDS)}) to read the patch size from")
+        shape = dataset.groups[name].variables[name].shape[-2:]
     if len(shape) != 2 or shape[0] != shape[1] or shape[0] == 0:
-        raise MediansError(f"{path}: labels: shape {shape}, expected a square patch")
+        raise MediansError(f"{path}: {name}: shape {tuple(shape)}, expected a square patch")
     if shape[0] % window:
-        raise MediansError(f"{path}: labels: patch size {shape[0]} px is not a multiple of medians.window={window}")
-    return int(shape[0]), year
+        raise MediansError(f"{path}: {name}: patch size {shape[0]} px is not a multiple of medians.window={window}")
+    return int(shape[0])

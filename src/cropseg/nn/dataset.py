@@ -27,6 +27,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from .label_noise import LabelNoise, relabel, sample_keys
+from .parcel_noise import ParcelNoise
 from ..split.labels import LabelSet
 from ..medians.store_layout import StoreError
 from ..medians.store_reader import DEFAULT_MAX_OPEN, PatchRecords, Store
@@ -80,13 +81,16 @@ class SubPatchDataset(Dataset):
 
     ``max_open`` bounds the shard files each process holds open (an LRU; see
     :mod:`cropseg.medians.store_reader`).
-    ``noise`` relabels a fixed share of the samples with wrong classes (:mod:`cropseg.nn.label_noise`):
-    the comparison protocol's per-sample noise, given only to datasets of the train split.
+    ``noise`` gives a fixed share of the samples (:mod:`cropseg.nn.label_noise`) or of the parcels
+    (:mod:`cropseg.nn.parcel_noise`) wrong classes: the comparison protocol's noise, given only to
+    datasets of the noised splits; the patches of ``clean_paths`` stay clean (a clean holdout
+    inside a noisy train + holdout set). ``noisy_pixels[i]`` counts the parcel pixels of global
+    sample ``i`` whose label the noise changed (None without noise): the truth of the telemetry.
     """
 
     def __init__(self, medians_root: str | Path, split_list: list[str], label_set: LabelSet, *,
                  months: list[int], normalize: float, skip_empty: bool, max_open: int = DEFAULT_MAX_OPEN,
-                 noise: LabelNoise | None = None):
+                 noise: LabelNoise | ParcelNoise | None = None, clean_paths: frozenset[str] = frozenset()):
         self.root = Path(medians_root)
         try:
             self.store = Store(self.root, max_open=max_open)
@@ -113,9 +117,38 @@ class SubPatchDataset(Dataset):
         self.parcel_pixels = self.store.pixels_per_sample(self._classes, self._samples)
         every = np.arange(len(rows) * self.per_patch)
         self.indices = every[self.parcel_pixels > 0] if skip_empty else every
-        # class shift per global index (0: clean); parcel pixels stay parcel pixels, so the above holds
-        self.noise_shift = (noise.shifts(sample_keys(self.records.paths, self.per_patch))
-                            if noise is not None and noise.fraction > 0 else None)
+        # sample noise: a class shift per global index (0: clean); parcel noise: the noisy label maps of
+        # the sub-patches it changed. Parcel pixels stay parcel pixels either way, so the above holds.
+        self.noise_shift: np.ndarray | None = None
+        self.noisy_labels: dict[int, np.ndarray] = {}
+        self.noisy_pixels: np.ndarray | None = None
+        self._count_delta: dict[int, np.ndarray] = {}
+        clean = np.isin(np.asarray(self.records.paths, dtype=object), list(clean_paths)).repeat(self.per_patch)
+        if isinstance(noise, LabelNoise) and noise.fraction > 0:
+            self.noise_shift = np.where(clean, 0, noise.shifts(sample_keys(self.records.paths, self.per_patch)))
+            self.noisy_pixels = np.where(self.noise_shift > 0, self.parcel_pixels, 0)
+        elif isinstance(noise, ParcelNoise) and (noise.fraction > 0 or noise.systematic is not None):
+            self._noise_parcels(noise, set(clean_paths))
+
+    def _noise_parcels(self, noise: ParcelNoise, clean_paths: set[str]) -> None:
+        """Noise every patch's labels per parcel once, keep the sub-patches that changed."""
+        n_classes = self.label_set.n_classes
+        self.noisy_pixels = np.zeros(len(self.records.paths) * self.per_patch, np.int64)
+        w = self.window
+        for p, path in enumerate(self.records.paths):
+            if path in clean_paths:
+                continue
+            windows = self.label_set.map(np.asarray(self._open(p)[1]))  # (sub_y, sub_x, w, w) model classes
+            full = windows.transpose(0, 2, 1, 3).reshape(self.sub_y * w, self.sub_x * w)
+            noisy = noise.noisy_patch(path, full).astype(np.uint8)
+            noisy = noisy.reshape(self.sub_y, w, self.sub_x, w).transpose(0, 2, 1, 3).reshape(self.per_patch, w, w)
+            windows = windows.reshape(self.per_patch, w, w)
+            for k in np.flatnonzero((noisy != windows).any(axis=(1, 2))):
+                index = p * self.per_patch + int(k)
+                self.noisy_labels[index] = noisy[k]
+                self.noisy_pixels[index] = int(((noisy[k] != windows[k]) & (windows[k] > 0)).sum())
+                self._count_delta[index] = (np.bincount(noisy[k].ravel(), minlength=n_classes)
+                                            - np.bincount(windows[k].ravel(), minlength=n_classes))[:n_classes]
 
     @property
     def bands(self) -> int:
@@ -145,6 +178,8 @@ class SubPatchDataset(Dataset):
             if shift is not None:
                 chosen = relabel(chosen, shift[at], n_classes)
             total += np.bincount(chosen, weights=pixels, minlength=n_classes)[:n_classes].astype(np.int64)
+        for index in np.intersect1d(self.indices, np.fromiter(self._count_delta, np.int64, len(self._count_delta))):
+            total += self._count_delta[int(index)]
         return total
 
     def __len__(self) -> int:
@@ -165,6 +200,9 @@ class SubPatchDataset(Dataset):
         y = self.label_set.map(raw).astype(np.int64)
         if self.noise_shift is not None:
             y = relabel(y, self.noise_shift[index][:, None, None], self.label_set.n_classes)
+        for row, sample in enumerate(index.tolist()):
+            if sample in self.noisy_labels:
+                y[row] = self.noisy_labels[sample]
         x *= np.float32(1.0 / self.normalize)
         return Batch(torch.from_numpy(index), torch.from_numpy(x), torch.from_numpy(y))
 

@@ -24,7 +24,7 @@ from ..nn.checkpoint import load_model
 from ..nn.dataset import SubPatchDataset, read_split_list
 from ..nn.scoring import sequential_loader
 from ..core.files import sha256_of
-from ..nn.label_noise import LabelNoise
+from ..nn.noise import protocol_noise
 from ..split.labels import LabelSet
 from ..nn.loss import class_weights, per_sample_loss
 from ..core.params import Params
@@ -63,7 +63,7 @@ def holdout_losses(model: torch.nn.Module, dataset: SubPatchDataset, weights: to
 
 
 def run_irreducible(params: Params, *, holdout_model: Path, medians: Path, split_dir: Path, out: Path,
-                    progress: bool = True) -> IrreducibleSummary:
+                    netcdf: Path = Path("data/netcdf"), progress: bool = True) -> IrreducibleSummary:
     """The stage: store the holdout model's per-sample loss over the training split."""
     started = time.perf_counter()
     device = pick_device(params.train.device)
@@ -74,7 +74,7 @@ def run_irreducible(params: Params, *, holdout_model: Path, medians: Path, split
     loader = params.loader
     # every training sub-patch, empty ones included, so the array covers every global index; with the
     # protocol's label noise, as the target model will see them (the irreducible loss of a wrong label)
-    noise = LabelNoise(params.protocol.label_noise, params.protocol.noise_seed, label_set.n_classes)
+    noise = protocol_noise(params.protocol, label_set, netcdf)
     dataset = SubPatchDataset(medians, read_split_list(split_dir / "train.txt"), label_set, months=loader.months,
                               normalize=loader.normalize, skip_empty=False, noise=noise)
     # the loss the target model trains with: class weights from the training split's pixel counts, as in

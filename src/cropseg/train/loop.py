@@ -17,6 +17,7 @@ and :mod:`cropseg.train.resume` (what identifies the run, its checkpoint). Conve
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import random
@@ -30,10 +31,11 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
+from ..core.atomic import atomic_file
 from ..core.params import Params, Protocol, Run
 from ..nn.checkpoint import save_atomic
 from ..nn.dataset import BlockSampler, SubPatchDataset, read_split_list
-from ..nn.label_noise import LabelNoise
+from ..nn.noise import protocol_noise
 from ..nn.loss import class_weights
 from ..nn.models import build_model
 from ..nn.precise_bn import calibration_positions
@@ -66,6 +68,7 @@ class RunPaths:
     irreducible: Path | None = None
     truth: Path | None = None
     snapshots: Path | None = None  # train stage: models/snapshots (protocol.test_points)
+    netcdf: Path = Path("data/netcdf")  # parcel ids, read for protocol.noise_unit: parcel only
 
 
 @dataclass
@@ -128,6 +131,31 @@ def scheduled_lr(run: Run, arch: str, schedule: str, seen: int, budget: int | No
     return None
 
 
+def stage_datasets(params: Params, stage: str, paths: RunPaths, label_set) -> tuple[SubPatchDataset, SubPatchDataset]:
+    """The training and validation sets of a stage, with the protocol's noise where it belongs.
+
+    Noise goes to the train split (and to val with ``noisy_val``). The holdout stage trains on val and
+    validates on the train split (its lists swap roles), so with ``noisy_val`` the irreducible-loss
+    model learns from noisy labels, as it would from real declarations. ``train_on_holdout`` adds the
+    val patches to the target model's training set, with their labels as the holdout model saw them."""
+    loader_cfg = params.loader
+    common = dict(label_set=label_set, months=loader_cfg.months, normalize=loader_cfg.normalize)
+    noise = protocol_noise(params.protocol, label_set, paths.netcdf)
+    noisy_val = params.protocol.noisy_val
+    train_list = read_split_list(paths.split_dir / "train.txt")
+    val_list = read_split_list(paths.split_dir / "val.txt")
+    clean_paths: frozenset[str] = frozenset()
+    if stage == "train" and params.protocol.train_on_holdout:
+        clean_paths = frozenset() if noisy_val else frozenset(val_list)
+        train_list = train_list + [path for path in val_list if path not in set(train_list)]
+    train_set = SubPatchDataset(paths.medians, train_list, skip_empty=loader_cfg.skip_empty,
+                                noise=noise if stage == "train" or noisy_val else None, clean_paths=clean_paths,
+                                **common)
+    val_set = SubPatchDataset(paths.medians, val_list, skip_empty=True,
+                              noise=noise if stage == "holdout" or noisy_val else None, **common)
+    return train_set, val_set
+
+
 def train(params: Params, stage: str, paths: RunPaths, *, progress: bool = True) -> TrainResult:
     """Train one model (``stage``: ``holdout`` or ``train``) and write its model file and metrics."""
     started = time.perf_counter()
@@ -143,16 +171,12 @@ def train(params: Params, stage: str, paths: RunPaths, *, progress: bool = True)
     # ---- data: the split's sub-patches, months chosen, labels mapped to model classes
     label_set = load_label_set(params.labels, paths.labels_dir)
     loader_cfg = params.loader
-    common = dict(label_set=label_set, months=loader_cfg.months, normalize=loader_cfg.normalize)
-    # protocol noise goes to the train split only (and val with noisy_val): the holdout stage trains on
-    # val and validates on the train split, so its lists swap roles
-    noise = LabelNoise(params.protocol.label_noise, params.protocol.noise_seed, label_set.n_classes)
-    noisy_val = params.protocol.noisy_val
-    train_set = SubPatchDataset(paths.medians, read_split_list(paths.split_dir / "train.txt"),
-                                skip_empty=loader_cfg.skip_empty,
-                                noise=noise if stage == "train" or noisy_val else None, **common)
-    val_set = SubPatchDataset(paths.medians, read_split_list(paths.split_dir / "val.txt"), skip_empty=True,
-                              noise=noise if stage == "holdout" or noisy_val else None, **common)
+    train_set, val_set = stage_datasets(params, stage, paths, label_set)
+    if stage == "train" and params.selection.drop_irreducible > 0:
+        dropped = drop_least_learnable(train_set, paths.irreducible, params.selection.drop_irreducible)
+        if rank == 0:
+            print(f"train: IL filter dropped {dropped} of {dropped + len(train_set)} training samples "
+                  f"(highest irreducible loss)")
     if len(train_set) == 0 or len(val_set) == 0:
         raise ValueError(f"{stage}: empty split (train {len(train_set)}, val {len(val_set)} samples with parcels)")
     counts = train_set.class_pixel_counts()
@@ -181,6 +205,8 @@ def train(params: Params, stage: str, paths: RunPaths, *, progress: bool = True)
     selector = Selector(selection, weights=weights, physical_batch_size=run.physical_batch_size,
                         precision=precision, device=device, seed=run.seed, irreducible_path=paths.irreducible,
                         truth=_truth_for(train_set, paths.truth), n_classes=label_set.n_classes)
+    # the IL filter reads the stored holdout losses too: they are an input of the run
+    reads_irreducible = selector.uses_irreducible or (stage == "train" and params.selection.drop_irreducible > 0)
     local_batch = run.batch_size // world_size
     sampler = BlockSampler(len(train_set), selector.block_samples(run.batch_size), seed=run.seed,
                            rank=rank, world_size=world_size)
@@ -190,7 +216,7 @@ def train(params: Params, stage: str, paths: RunPaths, *, progress: bool = True)
                                    workers=workers, pin_memory=device.type == "cuda")
 
     # ---- resume: only a checkpoint of this exact run (params, inputs, world size, code)
-    run_params, config = run_config(params, stage, run, selection, paths, uses_irreducible=selector.uses_irreducible,
+    run_params, config = run_config(params, stage, run, selection, paths, uses_irreducible=reads_irreducible,
                                     world_size=world_size)
     digest = config_digest(config)
     last_path, best_path = paths.checkpoint_dir / "last.pt", paths.checkpoint_dir / "best.pt"
@@ -202,7 +228,7 @@ def train(params: Params, stage: str, paths: RunPaths, *, progress: bool = True)
                           counters.samples_seen, fresh=not resumed, writer=rank == 0)
     tracker = Tracker(paths.metrics_dir, stage=stage, wandb_mode=params.tracking.wandb, project=params.tracking.project,
                       config={**config, "digest": digest}, params=run_params,
-                      inputs=_read_inputs(paths, params.labels, selector.uses_irreducible),
+                      inputs=_read_inputs(paths, params.labels, reads_irreducible),
                       resume_step=counters.step if resumed else None,
                       step_columns=["loss", "lr"] + selector.telemetry_columns, val_columns=VAL_COLUMNS, rank=rank)
 
@@ -282,10 +308,25 @@ def train(params: Params, stage: str, paths: RunPaths, *, progress: bool = True)
                         | selector.run_telemetry())
         tracker.log_outputs({"model": paths.model_out})
     tracker.close()
+    if rank == 0:
+        write_cost(paths.metrics_dir, time.perf_counter() - started, counters)
     if world_size > 1:
         dist.barrier()
     return TrainResult(state.best, state.best_epoch, counters, time.perf_counter() - started, state.resumed_from,
                        state.history)
+
+
+COST_FILE = "cost.json"
+
+
+def write_cost(folder: Path, seconds: float, counters: Counters) -> None:
+    """``cost.json``: the run's wall time beside its sample counts, for the comparison's cost units.
+
+    Apart from metrics.json on purpose: wall time differs at every run, and metrics.json stays
+    byte-identical for the same params on a CPU (the determinism promise)."""
+    with atomic_file(folder / COST_FILE) as out:
+        out.write(json.dumps({"wall_time_s": round(seconds, 3), "samples_seen": counters.samples_seen,
+                              "samples_considered": counters.samples_considered}, indent=1) + "\n")
 
 
 def _finished(counters: Counters, epochs: int, budget: int | None, *, within_epoch: bool = False) -> bool:
@@ -323,15 +364,35 @@ def _guard_split(train_counts, val_counts, class_names, allowed: bool, rank: int
 def _truth_for(dataset: SubPatchDataset, truth_path: Path | None) -> dict[str, Any] | None:
     """Noisy / labelled pixels per training sample (model-class space), for the selection telemetry.
 
-    From the protocol's label noise (every parcel pixel of a noisy sample is wrong) and from the
-    synthetic truth table (the generator's own noise), whichever exist; None without either."""
+    From the protocol's label noise (the pixels it changed) and from the synthetic truth table (the
+    generator's own noise), whichever exist; None without either."""
     from ..selection.selector import truth_per_sample
 
     truth = truth_per_sample(dataset, truth_path) if truth_path is not None and truth_path.exists() else None
-    if dataset.noise_shift is None:
+    if dataset.noisy_pixels is None:
         return truth
-    parcel = dataset.parcel_pixels
-    # a protocol-noisy sample's pixels are all wrong, whatever the generator did to them (a shifted
-    # wrong label can land on the clean class: rare, and not counted)
-    generator_noisy = truth["noisy"] if truth is not None else np.zeros_like(parcel)
-    return {"parcel": parcel, "noisy": np.where(dataset.noise_shift > 0, parcel, generator_noisy)}
+    # a pixel the protocol noised is wrong whatever the generator did to it (a wrong label noised onto
+    # the clean class is rare, and not counted); elsewhere the generator's noise counts
+    generator_noisy = truth["noisy"] if truth is not None else np.zeros_like(dataset.parcel_pixels)
+    return {"parcel": dataset.parcel_pixels,
+            "noisy": np.where(dataset.noisy_pixels > 0, dataset.noisy_pixels, generator_noisy)}
+
+
+def drop_least_learnable(dataset: SubPatchDataset, irreducible: Path | None, fraction: float) -> int:
+    """The IL filter (``selection.drop_irreducible``): remove from ``dataset.indices`` the ``fraction`` of
+    samples the irreducible-loss model finds hardest (highest stored loss; ties: the later sample).
+    Returns how many were dropped."""
+    from ..selection.selector import IRREDUCIBLE_FILE
+
+    if irreducible is None or not (irreducible / IRREDUCIBLE_FILE).is_file():
+        raise ValueError(f"selection.drop_irreducible needs the stored irreducible losses "
+                         f"({irreducible}/{IRREDUCIBLE_FILE}: run the irreducible_loss stage)")
+    losses = np.load(irreducible / IRREDUCIBLE_FILE)
+    if losses.shape[0] != len(dataset.records) * dataset.per_patch:
+        raise ValueError(f"{irreducible}/{IRREDUCIBLE_FILE}: {losses.shape[0]} losses for a training set of "
+                         f"{len(dataset.records) * dataset.per_patch} sub-patches (protocol.train_on_holdout "
+                         f"cannot be combined with the IL filter)")
+    n_drop = int(round(fraction * len(dataset.indices)))
+    order = np.argsort(losses[dataset.indices], kind="stable")  # ascending: the most learnable first
+    dataset.indices = np.sort(dataset.indices[order[:len(order) - n_drop]])
+    return n_drop

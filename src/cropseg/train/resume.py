@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from .loop import RunPaths
 
 Plateau = torch.optim.lr_scheduler.ReduceLROnPlateau
-NOISE_KEYS = {"label_noise", "noise_seed", "noisy_val"}
+NOISE_KEYS = {"label_noise", "noise_unit", "noise_classes", "similar", "systematic", "noise_seed", "noisy_val"}
 
 
 @dataclass
