@@ -47,7 +47,7 @@ def folder_patches(folder: Path, work: Path, params: Params) -> tuple[Path, Path
         raise FileNotFoundError(f"{folder}: no S4A patch files (YYYY_TILE_patch_XX_YY.nc)")
     data = Data(source="local", local=LocalData(path=str(folder)), years=sorted({n.year for n in names}),
                 tiles=sorted({n.tile for n in names}))
-    fetch_s4a(data, work / "netcdf")
+    fetch_s4a(data, work / "netcdf", labels_required=False)  # a new season: no labels/parcels yet
     run_medians(work / "netcdf", work / "medians", params.medians)
     listed = sorted(p.relative_to(work / "netcdf").as_posix() for p in find_patches(work / "netcdf"))
     return work / "netcdf", work / "medians", listed
