@@ -30,6 +30,7 @@ from cropseg.core.params import Loader, Medians
 from cropseg.nn.precision import FP32
 from cropseg.nn.precise_bn import recalibrate
 from cropseg.predict.stage import PredictError, cog_relpath, predict_patches
+from cropseg.nn.parcels import SUSPECT_THRESHOLD
 
 from conftest import tiny_data
 
@@ -293,7 +294,7 @@ def test_parcel_geopackage_covers_the_parcel_raster_and_declares_the_labels(worl
                 assert row.declared_name == label_set.class_names[row.declared]
         suspects = frame[frame.suspect].sort_values("suspect_rank")
         assert (frame.suspect_rank > 0).sum() == len(suspects)
-        assert suspects.confidence.is_monotonic_decreasing and (suspects.confidence > 0.9).all()
+        assert suspects.confidence.is_monotonic_decreasing and (suspects.confidence > SUSPECT_THRESHOLD).all()
         assert set(frame.agreement) <= {"agree", "disagree", "suspect", "undeclared"}
         rows += len(frame)
     metrics = json.loads((tmp_path / "metrics.json").read_text())

@@ -208,7 +208,7 @@ class Tracking(Section):
 class Predict(Section):
     """predict: the parcel table's declaration check (``docs/decisions.md``: how the threshold was measured)."""
 
-    suspect_threshold: float = Field(0.9, ge=0.0, lt=1.0, description="a declared parcel is suspect when the "
+    suspect_threshold: float = Field(0.8, ge=0.0, lt=1.0, description="a declared parcel is suspect when the "
                                      "predicted class differs with a mean probability above this")
 
 
