@@ -19,7 +19,9 @@ atomically)::
 
 a picture (``preview``, :mod:`cropseg.predict.mosaic`): the tile-year mosaic with the most
 patches, read back through its VRT, beside its labels; and ``metrics`` (JSON): the seam
-measurement (:mod:`cropseg.predict.seams`) and parcel counts and scores.
+measurement (:mod:`cropseg.predict.seams`) of the maps over all pixel pairs (``seams``), over pairs
+inside one parcel (``seams_in_parcels``: no true class edge there) and of the labels themselves
+(``seams_labels``: the excess on the grid that the data alone shows), and parcel counts and scores.
 """
 
 from __future__ import annotations
@@ -197,7 +199,8 @@ def predict_patches(*, model_path: Path, medians: Path, netcdf: Path, patch_list
     truth: dict[str, np.ndarray] = {}
     index_rows = []
     totals = np.zeros(label_set.n_classes, dtype=np.int64)
-    seams = SeamAccumulator(dataset.window)
+    seams = SeamAccumulator(dataset.window)  # the map; inside parcels; the labels themselves (the reference)
+    seams_in_parcels, seams_labels = SeamAccumulator(dataset.window), SeamAccumulator(dataset.window)
     tables: dict[str, list[pd.DataFrame]] = defaultdict(list)
     shapes: dict[str, list] = defaultdict(list)
 
@@ -213,7 +216,11 @@ def predict_patches(*, model_path: Path, medians: Path, netcdf: Path, patch_list
                             tags={"SOURCE_PATCH": relpath, "MODEL_EPOCH": str(content["epoch"]),
                                   "LABEL_SET": label_set.name, "INFERENCE": "whole patch"})
             seams.add(classes)
+            if labels.any():
+                seams_labels.add(labels)
             parcels = read_parcels(netcdf / relpath, (grid.height, grid.width))
+            if parcels is not None and parcels.any():
+                seams_in_parcels.add(classes, parcels)
             n_parcels = 0
             if parcels is not None and parcels.any():
                 table = parcel_table(parcels, labels, probs, threshold=suspect_threshold)
@@ -258,7 +265,9 @@ def predict_patches(*, model_path: Path, medians: Path, netcdf: Path, patch_list
             plot_mosaic(tmp / "mosaics" / f"{shown}.vrt", {r: grids[r].bounds for r in groups[shown]}, truth, names,
                         colours, preview, shown)
     every = [t for key in sorted(tables) for t in tables[key]]
-    summary = {"patches": len(patch_list), "seams": seams.score().as_dict(),
+    extra = {name: acc.score().as_dict() for name, acc in (("seams_in_parcels", seams_in_parcels),
+                                                            ("seams_labels", seams_labels)) if acc.pairs is not None}
+    summary = {"patches": len(patch_list), "seams": seams.score().as_dict(), **extra,
                "parcels": parcel_scores(every, label_set.n_classes) | {"suspect_threshold": suspect_threshold,
                                                                        "rows": int(sum(len(t) for t in every))}}
     if metrics is not None:
