@@ -78,7 +78,9 @@ def write_parcel_layer(gpkg: Path, csv: Path, table: pd.DataFrame, geometries: S
     pyogrio.set_gdal_config_options({"OGR_CURRENT_DATE": FIXED_DATE})
     try:
         tmp.unlink(missing_ok=True)
-        frame.to_file(tmp, layer=LAYER, driver="GPKG", engine="pyogrio")
+        # GeoPackage 1.2, not the 1.4 of recent GDAL: QGIS on older GDAL (Debian 12: QGIS 3.22, GDAL 3.6)
+        # warns that 1.4 "may only be partially supported"
+        frame.to_file(tmp, layer=LAYER, driver="GPKG", engine="pyogrio", dataset_options={"VERSION": "1.2"})
         tmp.replace(gpkg)
     finally:
         pyogrio.set_gdal_config_options({"OGR_CURRENT_DATE": previous})
