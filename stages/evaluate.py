@@ -2,7 +2,8 @@
 
     python stages/evaluate.py            # models/model.pt on data/split/test.txt
 
-Writes metrics.json (DVC metrics), per_class.csv, confusion.csv / confusion_matrix.csv,
+Each test patch is predicted whole (the predict stage's path). Writes metrics.json (DVC metrics;
+`parcels`: parcel-level accuracy and F1 where the S4A files carry parcels), per_class.csv, confusion.csv / confusion_matrix.csv,
 patch_scores.csv, confusion.png, per_class_f1.png, previews.png and report.md; the folder is
 replaced atomically. Device, precision and batch size follow params `train.device` /
 `train.precision` / `train.physical_batch_size`, the loader workers `loader.workers`; months and
@@ -34,6 +35,8 @@ def main() -> int:
                         help="train stage snapshots scored into curve.csv, when any (default: %(default)s)")
     parser.add_argument("--holdout-model", default=str(DEFAULTS.holdout_model),
                         help="irreducible-loss model, scored on the same labels when present (default: %(default)s)")
+    parser.add_argument("--netcdf", default="data/netcdf",
+                        help="S4A root: parcel rasters for parcel-level scores, where present (default: %(default)s)")
     parser.add_argument("--out", default=str(DEFAULTS.out), help="output folder (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, help="sub-patches per forward pass (default: params "
                                                        "train.physical_batch_size; results depend on it only "
@@ -45,7 +48,8 @@ def main() -> int:
         params = load_params(args.params)
         paths = EvaluatePaths(model=Path(args.model), medians=Path(args.medians), split=Path(args.split),
                               patches=Path(args.patches), clean=Path(args.clean), out=Path(args.out),
-                              snapshots=Path(args.snapshots), holdout_model=Path(args.holdout_model))
+                              snapshots=Path(args.snapshots), holdout_model=Path(args.holdout_model),
+                              netcdf=Path(args.netcdf) if args.netcdf else None)
         result = evaluate(paths,
                           label_set_name=params.labels, device=params.train.device,
                           precision=params.train.precision,

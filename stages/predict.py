@@ -1,4 +1,4 @@
-"""DVC stage predict: crop maps (Cloud-Optimised GeoTIFFs, VRT mosaics, legend, QGIS style) -> data/predictions/.
+"""DVC stage predict: crop maps (COGs, VRT mosaics, parcel GeoPackages, QGIS project) -> data/predictions/.
 
     python stages/predict.py                              # models/model.pt on data/split/test.txt
     python stages/predict.py --split data/split/val.txt   # another split list (paths under --netcdf)
@@ -6,8 +6,10 @@
                                                           # medians computed with params `medians`
 
 Band 1 of every patch GeoTIFF is the predicted class (colour table, class names; 0 = no data),
-band 2 the confidence (255 * max probability). Batch size, device and precision follow params
-`train.physical_batch_size`, `train.device`, `train.precision` (as the evaluate stage).
+band 2 the confidence (255 * max probability); each patch is predicted whole (no sub-patch grid).
+Where the S4A files carry parcels: parcels/YYYY_TILE.gpkg (+ .csv) with declared and predicted
+class, confidence and the `suspect` flag (params `predict.suspect_threshold`); cropseg.qgs opens
+everything in QGIS. Device and precision follow params `train.device`, `train.precision`.
 """
 
 import argparse
@@ -29,8 +31,8 @@ def main() -> int:
     parser.add_argument("--out", default="data/predictions", help="output folder (default: %(default)s)")
     parser.add_argument("--preview", default="metrics/predict/mosaic.png",
                         help="PNG of a tile-year mosaic beside its labels (default: %(default)s; '' for none)")
-    parser.add_argument("--batch-size", type=int, help="sub-patches per forward pass (default: params "
-                                                       "train.physical_batch_size, as the evaluate stage)")
+    parser.add_argument("--metrics", default="metrics/predict/metrics.json",
+                        help="seam measurement and parcel scores, JSON (default: %(default)s; '' for none)")
     args = parser.parse_args()
     if args.patches is not None:
         parser.error(f"--patches is no longer an option of this stage: an S4A folder is predicted by "
@@ -45,7 +47,7 @@ def main() -> int:
         return predict_with_params(load_params(args.params), model_path=Path(args.model), medians=Path(args.medians),
                                    netcdf=Path(args.netcdf), patch_list=read_split_list(args.split),
                                    out=Path(args.out), preview=Path(args.preview) if args.preview else None,
-                                   batch_size=args.batch_size)
+                                   metrics=Path(args.metrics) if args.metrics else None)
 
     return run_stage("predict", body, errors=(FileNotFoundError,))
 

@@ -141,6 +141,15 @@ def test_evaluate_end_to_end(tmp_path):
     loader = Loader(months=[4, 9])
     torch.manual_seed(0)
     model = build_model("unet", bands=4, months=6, n_classes=label_set.n_classes, width=4, depth=1)
+    with torch.no_grad():  # a map with more than one class, so that whole-patch and per-tile paths can differ
+        model.head.weight.normal_(0, 2.0)
+    from cropseg.nn.precise_bn import recalibrate
+    from cropseg.nn.precision import FP32
+
+    calibration = SubPatchDataset(tmp_path / "medians", paths, label_set, months=[4, 9], normalize=loader.normalize,
+                                  skip_empty=False)
+    recalibrate(model, calibration, np.arange(len(calibration)), batch_size=4, device=torch.device("cpu"),
+                precision=FP32)
     save_atomic(model_file(model, arch="unet", model_config=model.config, label_set=label_set.to_dict(),
                            loader=loader.model_dump(), metrics={"weighted_f1": 0.5}, epoch=3),
                 tmp_path / "model.pt")
@@ -158,7 +167,7 @@ def test_evaluate_end_to_end(tmp_path):
     result = evaluate(EvaluatePaths(model=tmp_path / "model.pt", medians=tmp_path / "medians",
                                     split=tmp_path / "test.txt", patches=tmp_path / "patches.csv",
                                     clean=netcdf / "truth" / "clean_labels", out=out, snapshots=snapshots,
-                                    holdout_model=tmp_path / "model.pt"),
+                                    holdout_model=tmp_path / "model.pt", netcdf=netcdf),
                       label_set_name="s4a11", device="cpu", precision="32", batch_size=3, previews=2,
                       progress=False)
     assert result.line().startswith("evaluate: 2 test patches")
@@ -171,8 +180,13 @@ def test_evaluate_end_to_end(tmp_path):
                               skip_empty=False)
     assert dataset.per_patch == 4  # 122 px = 2 x 2 windows of 61: stitching matters
     batch = dataset[list(range(len(dataset)))]
-    with torch.no_grad():  # in the stage's batches of 3: normalisation uses batch statistics (cropseg.nn.models.norm)
-        pred = torch.cat([model.eval()(batch.x[i:i + 3]).argmax(1) for i in range(0, len(dataset), 3)]).numpy()
+    with torch.no_grad():  # each patch whole (the predict stage's maps), cut back into the sample order
+        whole = [stitch(batch.x[p * 4:(p + 1) * 4].numpy().reshape(2, 2, *batch.x.shape[1:])) for p in range(2)]
+        maps = [model.eval()(torch.from_numpy(np.ascontiguousarray(x))[None])[0].argmax(0).numpy() for x in whole]
+        pred = np.concatenate([cut(m, 61).reshape(4, 61, 61) for m in maps])
+        # the learning curve and the holdout model are still scored per sub-patch (batched: cheap)
+        tiles = torch.cat([model(batch.x[i:i + 3]).argmax(1) for i in range(0, len(dataset), 3)]).numpy()
+    assert (tiles != pred).any()  # the two paths differ near sub-patch edges
     clean = CleanTruth(dataset, netcdf / "truth" / "clean_labels", label_set).labels(batch.index).numpy()
     assert (clean != batch.y.numpy()).any()  # label noise: the clean truth differs from the labels
     metrics = json.loads((out / "metrics.json").read_text())
@@ -186,14 +200,25 @@ def test_evaluate_end_to_end(tmp_path):
     assert metrics["n_patches"] == 2 and metrics["model"] == {"epoch": 3, "val_weighted_f1": 0.5}
     curve = pd.read_csv(out / "curve.csv")
     assert list(curve.samples_seen) == [40, 80] and list(curve.point) == [1, 2]
+    per_tile = _sklearn(tiles, clean)
     for key in ("accuracy", "weighted_f1", "macro_f1"):
-        assert curve[key].tolist() == pytest.approx([metrics["clean"][key]] * 2, abs=1e-12)
-        assert metrics["holdout_model"][key] == pytest.approx(metrics["clean"][key], abs=1e-12)
-    assert metrics["curve"] == {"auc_weighted_f1": pytest.approx(metrics["clean"]["weighted_f1"]),
-                                "final_weighted_f1": pytest.approx(metrics["clean"]["weighted_f1"]),
-                                "final_macro_f1": pytest.approx(metrics["clean"]["macro_f1"]),
+        assert curve[key].tolist() == pytest.approx([per_tile[key]] * 2, rel=1e-5)  # CSV: 6 digits
+        assert metrics["holdout_model"][key] == pytest.approx(per_tile[key], abs=1e-12)
+    assert metrics["curve"] == {"auc_weighted_f1": pytest.approx(per_tile["weighted_f1"]),
+                                "final_weighted_f1": pytest.approx(per_tile["weighted_f1"]),
+                                "final_macro_f1": pytest.approx(per_tile["macro_f1"]),
                                 "samples_seen": 80, "points": 2, "against": "clean"}
     assert metrics["holdout_model"]["against"] == "clean"
+
+    # parcel-level scores: one vote per declared parcel (id > 0, declared class > 0) of the netCDF files
+    declared_parcels = 0
+    for relpath in paths:
+        with netCDF4.Dataset(netcdf / relpath) as handle:
+            ids, codes = np.asarray(handle["parcels"]["parcels"][:]), np.asarray(handle["labels"]["labels"][:])
+        mapped = label_set.map(codes)
+        declared_parcels += len(np.unique(ids[(ids > 0) & (mapped > 0)]))
+    assert metrics["parcels"]["n_parcels"] == declared_parcels > 0
+    assert 0.0 <= metrics["parcels"]["accuracy"] <= 1.0 and "parcels:" in result.line()
 
     # the stitched clean map is the generator's file; the stitched labels are the netCDF's
     first = np.load(netcdf / "truth" / "clean_labels" / f"{Path(paths[0]).stem}.npy")

@@ -4,6 +4,7 @@ layouts, byte-identical reruns, and the folder command (``python -m cropseg.pred
 S4A folder."""
 
 import csv
+import json
 import hashlib
 import os
 import shutil
@@ -20,8 +21,6 @@ from rasterio.windows import from_bounds
 
 from cropseg.nn.checkpoint import model_file, save_atomic
 from cropseg.nn.dataset import SubPatchDataset
-from cropseg.nn.scoring import predict, sequential_loader
-from cropseg.medians.subpatches import PatchCanvas
 from cropseg.fetch.stage import fetch_s4a
 from cropseg.s4a.grid import GridError, read_patch_grid
 from cropseg.split.labels import load_label_set
@@ -31,6 +30,7 @@ from cropseg.core.params import Loader, Medians
 from cropseg.nn.precision import FP32
 from cropseg.nn.precise_bn import recalibrate
 from cropseg.predict.stage import PredictError, cog_relpath, predict_patches
+from cropseg.nn.parcels import SUSPECT_THRESHOLD
 
 from conftest import tiny_data
 
@@ -59,10 +59,11 @@ def world(tmp_path_factory):
     return root, paths, dataset
 
 
-def _run(root: Path, paths: list[str], out: Path, preview: Path | None = None, batch_size: int = BATCH):
-    return predict_patches(model_path=root / "model.pt", medians=root / "medians", netcdf=root / "netcdf",
-                           patch_list=paths, out=out, preview=preview, device="cpu", precision="32",
-                           batch_size=batch_size, label_set_name="s4a11", progress=False)
+def _run(root: Path, paths: list[str], out: Path, preview: Path | None = None, metrics: Path | None = None,
+         netcdf: Path | None = None):
+    return predict_patches(model_path=root / "model.pt", medians=root / "medians", netcdf=netcdf or root / "netcdf",
+                           patch_list=paths, out=out, preview=preview, metrics=metrics, device="cpu", precision="32",
+                           label_set_name="s4a11", progress=False)
 
 
 def _footprint(nc: Path) -> tuple[int, tuple[float, float, float, float]]:
@@ -80,14 +81,19 @@ def test_cogs_sit_on_the_patch_footprint_and_equal_the_evaluate_predictions(worl
     result = _run(root, paths, tmp_path / "out", tmp_path / "mosaic.png")
     assert result.patches == 6 and result.line().startswith("predict: 6 patches")
 
-    # the evaluate stage's predictions: its loader, batch size and code path, stitched by its canvas
-    model = torch.load(root / "model.pt", weights_only=True)
+    # an independent whole-patch input: every sub-patch read through the training dataset, stitched back
     from cropseg.nn.checkpoint import load_model
+    from cropseg.medians.subpatches import stitch
 
+    model = torch.load(root / "model.pt", weights_only=True)
     net, _ = load_model(root / "model.pt")
-    canvas = PatchCanvas(list(range(len(paths))), dataset.per_patch, dataset.sub_x, dataset.window)
-    for batch, log_probs in predict(net, sequential_loader(dataset, BATCH), torch.device("cpu"), FP32):
-        canvas.add(batch.index, log_probs.argmax(1))
+    net.eval()
+    expected = {}
+    for p in range(len(paths)):
+        batch = dataset[list(range(p * dataset.per_patch, (p + 1) * dataset.per_patch))]
+        x = stitch(batch.x.numpy().reshape(dataset.sub_y, dataset.sub_x, *batch.x.shape[1:]))
+        with torch.no_grad():
+            expected[p] = net(torch.from_numpy(np.ascontiguousarray(x))[None])[0].argmax(0).numpy()
     assert model["model"]["norm"] == "precise"
 
     seen_classes = set()
@@ -99,7 +105,7 @@ def test_cogs_sit_on_the_patch_footprint_and_equal_the_evaluate_predictions(worl
             assert (cog.count, cog.dtypes, cog.nodata) == (2, ("uint8", "uint8"), 0)
             assert cog.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
             classes, confidence = cog.read(1), cog.read(2)
-            np.testing.assert_array_equal(classes, canvas.full(p))
+            np.testing.assert_array_equal(classes, expected[p])
             assert cog.colormap(1)[0][3] == 0 and cog.colormap(1)[1][3] == 255
             assert cog.tags()["CLASS_NAMES"].split(",") == list(load_label_set("s4a11").class_names)
             assert cog.tags(1)["CLASS_3"] == load_label_set("s4a11").class_names[3]
@@ -225,10 +231,10 @@ def test_folder_command_on_an_s4a_folder(world, tmp_path):
     (tmp_path / "params.yaml").write_text("medians: {workers: 1}\ntrain: {physical_batch_size: 3, batch_size: 3, "
                                           "device: cpu, precision: '32'}\n")
     done = _folder_command("--params", "params.yaml", "--model", str(root / "model.pt"), "--patches", str(folder),
-                           "--out", "maps", "--preview", "", "--batch-size", "4", cwd=tmp_path)
+                           "--out", "maps", "--preview", "", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("predict: 2 patches")
-    for relpath in paths[:2]:  # batches of one whole patch (4 sub-patches), as the reference: the same bits
+    for relpath in paths[:2]:  # each patch predicted whole, as the reference: the same bits
         with rasterio.open(tmp_path / "maps" / cog_relpath(relpath)) as cog, \
                 rasterio.open(_run_reference(root, relpath, tmp_path)) as ref:
             np.testing.assert_array_equal(cog.read(), ref.read())
@@ -247,5 +253,132 @@ def test_stage_points_patches_to_the_folder_command(tmp_path):
 
 def _run_reference(root: Path, relpath: str, tmp_path: Path) -> Path:
     out = tmp_path / f"ref_{Path(relpath).stem}"
-    _run(root, [relpath], out, batch_size=4)
+    _run(root, [relpath], out)
     return out / cog_relpath(relpath)
+
+
+# --------------------------------------------------------------------------- parcels, unlabelled files, QGIS
+
+
+def test_parcel_geopackage_covers_the_parcel_raster_and_declares_the_labels(world, tmp_path):
+    import geopandas as gpd
+    import pandas as pd
+    from rasterio.features import rasterize
+
+    root, paths, _ = world
+    result = _run(root, paths, tmp_path / "out", metrics=tmp_path / "metrics.json")
+    label_set = load_label_set("s4a11")
+    gpkgs = sorted((tmp_path / "out" / "parcels").glob("*.gpkg"))
+    assert [g.stem for g in gpkgs] == sorted({"_".join(Path(p).name.split("_")[:2]) for p in paths})
+    rows = 0
+    for gpkg in gpkgs:
+        frame = gpd.read_file(gpkg, layer="parcels", engine="pyogrio")
+        table = pd.read_csv(gpkg.with_suffix(".csv"))
+        assert list(frame.drop(columns="geometry").columns) == list(table.columns)
+        assert frame.crs is not None and frame.geometry.is_valid.all()
+        for stem, part in frame.groupby("patch"):
+            relpath = next(p for p in paths if Path(p).stem == stem)
+            grid = read_patch_grid(root / "netcdf" / relpath)
+            assert frame.crs == grid.crs
+            with netCDF4.Dataset(root / "netcdf" / relpath) as ds:
+                ids = np.asarray(ds["parcels"]["parcels"][:]).astype(np.int64)
+                declared = label_set.map(np.asarray(ds["labels"]["labels"][:]))
+            # the polygons, burnt back onto the patch grid, are the parcel raster pixel for pixel
+            burnt = rasterize(zip(part.geometry, part.parcel_id), out_shape=ids.shape, transform=grid.transform,
+                              fill=0, dtype="int64")
+            np.testing.assert_array_equal(burnt, ids)
+            assert sorted(part.parcel_id) == sorted(np.unique(ids[ids > 0]).tolist())
+            for row in part.itertuples():  # the declared class is the labels' class on every pixel of the parcel
+                assert set(np.unique(declared[ids == row.parcel_id]).tolist()) == {row.declared}
+                assert row.pixels == (ids == row.parcel_id).sum() and row.declared_share == 1.0
+                assert row.declared_name == label_set.class_names[row.declared]
+        suspects = frame[frame.suspect].sort_values("suspect_rank")
+        assert (frame.suspect_rank > 0).sum() == len(suspects)
+        assert suspects.confidence.is_monotonic_decreasing and (suspects.confidence > SUSPECT_THRESHOLD).all()
+        assert set(frame.agreement) <= {"agree", "disagree", "suspect", "undeclared"}
+        rows += len(frame)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["parcels"]["rows"] == rows > 0 and result.metrics == metrics
+    assert set(metrics["seams"]) >= {"edge_disagreement", "inside_disagreement", "difference_low", "difference_high"}
+    style = (tmp_path / "out" / "parcels" / f"{gpkgs[0].stem}.qml").read_text()
+    assert 'attr="agreement"' in style and 'value="suspect"' in style
+
+
+def _strip_labels(src: Path, dst: Path, drop: tuple[str, ...] = ("labels", "parcels")) -> None:
+    """A copy of an S4A file without some groups (a season not declared yet): every other group,
+    variable and attribute copied with netCDF4."""
+    with netCDF4.Dataset(src) as old, netCDF4.Dataset(dst, "w", format="NETCDF4") as new:
+        new.setncatts({k: old.getncattr(k) for k in old.ncattrs()})
+        for name, group in old.groups.items():
+            if name in drop:
+                continue
+            target = new.createGroup(name)
+            target.setncatts({k: group.getncattr(k) for k in group.ncattrs()})
+            for dim, size in group.dimensions.items():
+                target.createDimension(dim, len(size))
+            for vname, var in group.variables.items():
+                var.set_auto_maskandscale(False)
+                attrs = {k: var.getncattr(k) for k in var.ncattrs()}
+                fill = attrs.pop("_FillValue", None)
+                out = target.createVariable(vname, var.dtype, var.dimensions, fill_value=fill)
+                out.set_auto_maskandscale(False)
+                out.setncatts(attrs)
+                out[...] = var[...]
+
+
+def test_an_unlabelled_s4a_folder_is_mapped_end_to_end(world, tmp_path):
+    root, paths, _ = world
+    folder = tmp_path / "season"
+    folder.mkdir()
+    for relpath in paths[:2]:
+        _strip_labels(root / "netcdf" / relpath, folder / Path(relpath).name)
+        with netCDF4.Dataset(folder / Path(relpath).name) as ds:
+            assert "labels" not in ds.groups and "parcels" not in ds.groups
+    (tmp_path / "params.yaml").write_text("medians: {workers: 1}\ntrain: {device: cpu, precision: '32'}\n")
+    done = _folder_command("--params", "params.yaml", "--model", str(root / "model.pt"), "--patches", str(folder),
+                           "--out", "maps", "--preview", "preview.png", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("predict: 2 patches") and "parcels" not in done.stdout
+    out = tmp_path / "maps"
+    assert not (out / "parcels").exists()  # no parcels in the files: no parcel layer
+    for relpath in paths[:2]:  # the same bands give the same map as the labelled file
+        with rasterio.open(out / cog_relpath(relpath)) as cog, \
+                rasterio.open(_run_reference(root, relpath, tmp_path)) as ref:
+            np.testing.assert_array_equal(cog.read(), ref.read())
+            assert cog.crs == ref.crs and cog.transform == ref.transform
+    assert all(r["parcels"] == "0" for r in csv.DictReader((out / "index.csv").open()))
+    assert "parcels_" not in (out / "cropseg.qgs").read_text() and "mosaic_" in (out / "cropseg.qgs").read_text()
+
+    # anything else missing is still a clear error naming the file and the group
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    _strip_labels(root / "netcdf" / paths[0], broken / Path(paths[0]).name, drop=("labels", "parcels", "B03"))
+    bad = _folder_command("--params", "params.yaml", "--model", str(root / "model.pt"), "--patches", str(broken),
+                          "--out", "none", cwd=tmp_path)
+    assert bad.returncode == 1 and Path(paths[0]).name in bad.stderr and "band group 'B03' missing" in bad.stderr
+    assert "labels" not in bad.stderr.split("B03")[0].split(Path(paths[0]).name)[-1]
+
+
+def test_qgis_opens_the_project_and_every_layer(world, tmp_path):
+    """The project opens in QGIS (headless) from a moved copy of the folder: relative paths, valid layers."""
+    from qgis_check import find_qgis_python
+
+    python = find_qgis_python()
+    if python is None:
+        print("SKIPPED: QGIS's Python bindings (Debian: apt-get install qgis python3-qgis) are not installed")
+        pytest.skip("QGIS (python3-qgis) is not installed: the project file cannot be opened here")
+    root, paths, _ = world
+    _run(root, paths, tmp_path / "written")
+    shutil.move(tmp_path / "written", tmp_path / "moved")  # relative paths: the project works anywhere
+    done = subprocess.run([python, str(REPO / "tests" / "qgis_check.py"), str(tmp_path / "moved" / "cropseg.qgs")],
+                          capture_output=True, text=True, env={**os.environ, "QT_QPA_PLATFORM": "offscreen"},
+                          timeout=300)
+    print(done.stdout)
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    tile_years = sorted({"_".join(Path(p).name.split("_")[:2]) for p in paths})
+    assert report["invalid"] == [] and report["layers"] == 2 * len(tile_years)
+    assert sorted(report["renderers"]) == sorted(["categorizedSymbol"] * len(tile_years)
+                                                 + ["paletted"] * len(tile_years))
+    assert report["categorized_on"] == ["agreement"] * len(tile_years) and report["labels_enabled"]
+    assert all(n > 0 for n in report["features"])

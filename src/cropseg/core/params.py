@@ -205,6 +205,13 @@ class Tracking(Section):
     project: str = "cropseg"
 
 
+class Predict(Section):
+    """predict: the parcel table's declaration check (``docs/decisions.md``: how the threshold was measured)."""
+
+    suspect_threshold: float = Field(0.8, ge=0.0, lt=1.0, description="a declared parcel is suspect when the "
+                                     "predicted class differs with a mean probability above this")
+
+
 class Params(Section):
     """The whole params.yaml. Sections of stages not built yet are not accepted."""
 
@@ -221,6 +228,7 @@ class Params(Section):
     protocol: Protocol = Field(default_factory=Protocol)
     tracking: Tracking = Field(default_factory=Tracking)
     medians: Medians = Field(default_factory=Medians)
+    predict: Predict = Field(default_factory=Predict)
 
 
 def flatten(values: dict[str, Any], sep: str = ".", prefix: str = "") -> dict[str, Any]:

@@ -1,13 +1,19 @@
 """The evaluate stage: the trained model on the test split, as DVC metrics, DVC plots, pictures and a report.
 
-One pass over every sub-patch of the test patches (:func:`cropseg.nn.scoring.predict`, the code
-path of the validation during training) accumulates, on the device:
+One pass over the test patches, each predicted whole (:func:`cropseg.nn.patch_inference.iter_patches`,
+the predict stage's code path, so these scores describe its maps: no sub-patch seams), accumulates,
+on the device, per sub-patch as before (the sample numbering of :mod:`cropseg.nn.dataset`):
 
 * confusion matrices over parcel pixels (label 0 ignored), all of them and the sub-patch centres
   with a 5-pixel border removed (``crop5``), and one per patch (:class:`SplitConfusion`);
 * the same against the synthetic generator's clean labels (``data/netcdf/truth/clean_labels``),
   when every test patch has one: what a perfect annotator would have said;
-* the predictions of a few preview patches, stitched back from their sub-patches.
+* the predictions of a few preview patches;
+* parcel-level accuracy and F1 against the declarations (``metrics.json`` ``parcels``), one vote
+  per parcel (:func:`cropseg.nn.parcels.parcel_table`), where the S4A files carry parcels.
+
+The learning-curve snapshots (:mod:`cropseg.evaluate.learning_curve`) are still scored per
+sub-patch: the cheaper path (batched), used only to compare training runs with each other.
 
 Everything is written to one folder (replaced atomically), see :data:`OUTPUTS`; the pictures are
 drawn by :mod:`cropseg.evaluate.figures`, the page by :mod:`cropseg.evaluate.page`. The metrics themselves
@@ -36,7 +42,10 @@ from .learning_curve import CURVE_COLUMNS, curve_metrics, score_model, score_sna
 from ..nn.metrics import scores_from_confusion
 from ..nn.precision import fix_cpu_threads, loader_workers, pick_device, resolve_precision
 from .page import fmt, report_page
-from ..nn.scoring import SplitConfusion, predict, sequential_loader
+from ..nn.parcels import parcel_scores, parcel_table
+from ..nn.patch_inference import as_samples, iter_patches
+from ..nn.scoring import SplitConfusion, sequential_loader
+from ..s4a.parcels import read_parcels
 from ..nn.snapshots import read_index
 from ..medians.subpatches import PatchCanvas, cut
 
@@ -73,6 +82,7 @@ class EvaluatePaths:
     out: Path = Path("metrics/evaluate")
     snapshots: Path | None = Path("models/snapshots")
     holdout_model: Path | None = Path("models/holdout.pt")  # the irreducible-loss model, scored when present
+    netcdf: Path | None = None  # the S4A root (stage: data/netcdf): parcel-level scores where files carry parcels
 
 
 @dataclass
@@ -88,6 +98,10 @@ class EvaluateResult:
                 f"macro F1 {fmt(test['macro_f1'])}")
         if clean:
             text += f" (clean truth: weighted F1 {fmt(clean['weighted_f1'])})"
+        parcels = self.metrics.get("parcels")
+        if parcels:
+            text += (f"; {parcels['n_parcels']} parcels: accuracy {fmt(parcels['accuracy'])}, "
+                     f"weighted F1 {fmt(parcels['weighted_f1'])}")
         if "curve" in self.metrics:
             curve = self.metrics["curve"]
             text += (f"; learning curve of {curve['points']} snapshots: AUC {fmt(curve['auc_weighted_f1'])}, "
@@ -183,22 +197,31 @@ def evaluate(paths: EvaluatePaths, *, label_set_name: str | None = None, device:
     canvas = PatchCanvas(shown, dataset.per_patch, dataset.sub_x, dataset.window)
     truth_canvas = PatchCanvas(shown, dataset.per_patch, dataset.sub_x, dataset.window)
 
-    loader = sequential_loader(dataset, batch_size, workers=workers, pin_memory=torch_device.type == "cuda")
-    batches = tqdm(predict(model, loader, torch_device, run_precision), total=len(loader), desc="evaluate",
-                   unit="batch", disable=not progress, leave=False)
-    for batch, log_probs in batches:
-        prediction = log_probs.argmax(1)
-        noisy.update(batch.index, prediction, batch.y)
+    parcel_tables = []
+    patches = tqdm(iter_patches(model, dataset, torch_device, run_precision, workers=workers), total=n_patches,
+                   desc="evaluate", unit="patch", disable=not progress, leave=False)
+    for maps in patches:  # whole patches, as the predict stage maps them: these metrics describe its maps
+        index = torch.arange(dataset.per_patch, device=torch_device) + maps.position * dataset.per_patch
+        prediction = as_samples(maps.log_probs.argmax(0), dataset.window)
+        target = as_samples(maps.labels, dataset.window)
+        noisy.update(index, prediction, target)
         if clean is not None:
-            clean.update(batch.index, prediction, clean_truth.labels(batch.index))
+            clean.update(index, prediction, clean_truth.labels(index))
         if shown:
-            canvas.add(batch.index, prediction)
-            truth_canvas.add(batch.index, batch.y)
+            canvas.add(index, prediction)
+            truth_canvas.add(index, target)
+        if paths.netcdf is not None:
+            parcels = read_parcels(paths.netcdf / dataset.records.paths[maps.position], tuple(maps.labels.shape))
+            if parcels is not None and parcels.any():
+                parcel_tables.append(parcel_table(parcels, maps.labels.cpu().numpy(),
+                                                  maps.log_probs.float().exp().cpu().numpy()))
     noisy.sync()
     if clean is not None:
         clean.sync()
 
     metrics = build_metrics(noisy, clean, content, n_patches=n_patches, n_samples=len(dataset))
+    if parcel_tables:
+        metrics["parcels"] = parcel_scores(parcel_tables, n_classes)
     curve = pd.DataFrame(columns=CURVE_COLUMNS)
     if paths.snapshots is not None and read_index(paths.snapshots):
         curve = score_snapshots(paths.snapshots, dataset, clean_truth.labels if clean_truth else None,

@@ -106,9 +106,9 @@ def _is_patch_name(path: Path) -> bool:
         return False
 
 
-def _validate(path: Path, root: Path) -> PatchInfo | InvalidPatch:
+def _validate(path: Path, root: Path, labels_required: bool = True) -> PatchInfo | InvalidPatch:
     try:
-        return validate_patch(path, root)
+        return validate_patch(path, root, labels_required=labels_required)
     except InvalidPatch as error:
         return error
 
@@ -119,7 +119,7 @@ def _shown(error: InvalidPatch, origin: Path) -> InvalidPatch:
 
 
 def validate_tree(root: Path, on_invalid: str, workers: int, origins: dict[Path, Path] | None = None,
-                  out: Path | None = None) -> tuple[list[PatchInfo], list[InvalidPatch]]:
+                  out: Path | None = None, labels_required: bool = True) -> tuple[list[PatchInfo], list[InvalidPatch]]:
     """Validate every ``*.nc`` under ``root``; fail listing all bad files, or drop them (``skip``).
 
     Bad files are named by ``origins[path]`` (their source) where given, else by their path
@@ -133,6 +133,8 @@ def validate_tree(root: Path, on_invalid: str, workers: int, origins: dict[Path,
         workers: processes validating in parallel.
         origins: source path of each file under ``root`` (the ``local`` source), if any.
         out: the final output folder, to name files whose source is not in ``origins``.
+        labels_required: ``False`` accepts files without ``labels``/``parcels``
+            (:func:`cropseg.s4a.netcdf.validate_patch`).
 
     Returns:
         ``(valid, invalid)``: the valid patches' infos, in path order, and the skipped files'
@@ -143,7 +145,8 @@ def validate_tree(root: Path, on_invalid: str, workers: int, origins: dict[Path,
             bad file with its defects).
     """
     paths = [p for p in find_patches(root) if TRUTH_DIR not in p.relative_to(root).parts[:1]]
-    results = ordered_map(partial(_validate, root=root), paths, workers, desc="validate")
+    results = ordered_map(partial(_validate, root=root, labels_required=labels_required), paths, workers,
+                          desc="validate")
     valid = [r for r in results if isinstance(r, PatchInfo)]
     invalid = [r for r in results if isinstance(r, InvalidPatch)]
     origins = origins or {}
@@ -165,7 +168,7 @@ def _write_invalid_report(invalid: list[InvalidPatch], root: Path) -> None:
             writer.writerow([error.path.as_posix(), "; ".join(error.defects)])
 
 
-def fetch_s4a(data: Data, out: str | Path, workers: int | None = None) -> FetchSummary:
+def fetch_s4a(data: Data, out: str | Path, workers: int | None = None, *, labels_required: bool = True) -> FetchSummary:
     """Fill ``out`` (``data/netcdf``) from ``data.source``, validate, index; atomically.
 
     Every :class:`FetchError` message ends with how to restore the previous output, since
@@ -176,6 +179,8 @@ def fetch_s4a(data: Data, out: str | Path, workers: int | None = None) -> FetchS
         out: the output folder, replaced as a whole only when the fetch succeeds.
         workers: processes for generating and validating; :func:`cropseg.core.executor.default_workers`
             when ``None``.
+        labels_required: ``False`` accepts files without ``labels``/``parcels`` (a season to map,
+            ``python -m cropseg.predict.folder``); the stage always requires them.
 
     Returns:
         The stage's summary: source, valid and skipped patches, bytes, seconds.
@@ -187,12 +192,12 @@ def fetch_s4a(data: Data, out: str | Path, workers: int | None = None) -> FetchS
             raises it (listing or a download failed for good).
     """
     try:
-        return _fetch(data, Path(out), workers or default_workers())
+        return _fetch(data, Path(out), workers or default_workers(), labels_required)
     except FetchError as error:
         raise FetchError(f"{error}\n{restore_hint(out)}") from error.__cause__
 
 
-def _fetch(data: Data, out: Path, workers: int) -> FetchSummary:
+def _fetch(data: Data, out: Path, workers: int, labels_required: bool = True) -> FetchSummary:
     started = time.perf_counter()
     with atomic_dir(out) as root:
         origins: dict[Path, Path] = {}
@@ -207,7 +212,7 @@ def _fetch(data: Data, out: Path, workers: int) -> FetchSummary:
                 download_patches(data, root)
             except (ChecksumMismatch, NoMatchingPatches) as error:
                 raise FetchError(str(error)) from error
-        valid, invalid = validate_tree(root, data.on_invalid, workers, origins, out)
+        valid, invalid = validate_tree(root, data.on_invalid, workers, origins, out, labels_required)
         if not valid:
             raise FetchError(f"no valid S4A patch for source={data.source}, years={data.years}, "
                              f"tiles={data.tiles or 'all'}, limit={data.limit}")

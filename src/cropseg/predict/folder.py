@@ -7,8 +7,9 @@ linked not copied) and ``medians`` (params ``medians``) into a temporary folder,
 :func:`cropseg.predict.stage.predict_patches` as the predict stage's split list does. It is its own
 command, not an option of ``stages/predict.py``, because it needs the fetch and medians code: as an
 option, every change to those would rerun the predict stage, whose DVC path never runs them.
-Batch size, device and precision follow params ``train.physical_batch_size``, ``train.device``,
-``train.precision`` (as the predict and evaluate stages).
+Device and precision follow params ``train.device``, ``train.precision`` (as the predict and
+evaluate stages). Files without ``labels`` and ``parcels`` (a season not yet declared) are mapped
+too; their patches have no parcel rows.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def folder_patches(folder: Path, work: Path, params: Params) -> tuple[Path, Path
         raise FileNotFoundError(f"{folder}: no S4A patch files (YYYY_TILE_patch_XX_YY.nc)")
     data = Data(source="local", local=LocalData(path=str(folder)), years=sorted({n.year for n in names}),
                 tiles=sorted({n.tile for n in names}))
-    fetch_s4a(data, work / "netcdf")
+    fetch_s4a(data, work / "netcdf", labels_required=False)  # a new season: no labels/parcels yet
     run_medians(work / "netcdf", work / "medians", params.medians)
     listed = sorted(p.relative_to(work / "netcdf").as_posix() for p in find_patches(work / "netcdf"))
     return work / "netcdf", work / "medians", listed
@@ -69,8 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     # no defaults into the DVC stage's outputs: a map of another folder must not overwrite data/predictions
     parser.add_argument("--out", type=Path, required=True, help="output folder (replaced)")
     parser.add_argument("--preview", default="", help="PNG of a tile-year mosaic beside its labels (default: none)")
-    parser.add_argument("--batch-size", type=int, help="sub-patches per forward pass (default: params "
-                                                       "train.physical_batch_size, as the evaluate stage)")
+    parser.add_argument("--metrics", default="", help="seam measurement and parcel scores, JSON (default: none)")
     args = parser.parse_args(argv)
 
     from ..core.params import load_params
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
             return predict_with_params(params, model_path=Path(args.model), medians=medians, netcdf=netcdf,
                                        patch_list=patch_list, out=Path(args.out),
                                        preview=Path(args.preview) if args.preview else None,
-                                       batch_size=args.batch_size)
+                                       metrics=Path(args.metrics) if args.metrics else None)
 
     return run_stage("predict", body, errors=(FileNotFoundError,))
 

@@ -1,26 +1,34 @@
-"""The predict stage: crop maps of any S4A patches, georeferenced, for GIS.
+"""The predict stage: crop maps of any S4A patches, georeferenced, for GIS, and a parcel table.
 
-For every patch of a list (default: the test split) the trained model predicts every sub-patch
-of the medians store (:class:`cropseg.nn.dataset.SubPatchDataset`, ``skip_empty=False``) in the
-evaluate stage's batches and code path (:func:`cropseg.nn.scoring.predict`), so band 1 equals the
-evaluate stage's predictions pixel for pixel; with precise BN (``model.norm: precise``) a
-prediction does not depend on its batch anyway. The sub-patches are stitched back into the patch
-and written on the patch's own grid (CRS and transform of its ``labels`` raster, see
-:func:`cropseg.s4a.grid.read_patch_grid`) by :mod:`cropseg.predict.geotiff`. Outputs (one folder, replaced atomically)::
+For every patch of a list (default: the test split) the trained model predicts the **whole patch
+at once** (:func:`cropseg.nn.patch_inference.iter_patches`, the evaluate stage's code path, so its
+metrics describe these maps): no sub-patch grid in the map (``docs/decisions.md``: seams measured).
+Maps are written on the patch's own grid (CRS and transform of its ``labels`` raster, or of a 10 m
+band in a file without labels, :func:`cropseg.s4a.grid.read_patch_grid`) by
+:mod:`cropseg.predict.geotiff`. Where the S4A file has a ``parcels`` group, every parcel becomes a
+row (:func:`cropseg.nn.parcels.parcel_table`: declared and predicted class, confidence,
+``suspect``) with its polygon (:mod:`cropseg.predict.parcel_layer`). Outputs (one folder, replaced
+atomically)::
 
     patches/YYYY/TILE/YYYY_TILE_patch_XX_YY.tif   COG: band 1 class (colour table), band 2 confidence
     mosaics/YYYY_TILE.vrt  (+ .qml)               one mosaic per tile-year, QGIS style beside it
+    parcels/YYYY_TILE.gpkg (+ .csv, .qml)         one parcel layer per tile-year (where parcels exist)
+    cropseg.qgs                                   QGIS project: every mosaic and parcel layer, relative paths
     legend.csv  legend.qml                        class values, names, colours; the QGIS style
-    index.csv                                     patch, GeoTIFF, CRS, bounds, pixels per class
+    index.csv                                     patch, GeoTIFF, CRS, bounds, parcels, pixels per class
 
-and a picture (``preview``, :mod:`cropseg.predict.mosaic`): the tile-year mosaic with the most
-patches, read back through its VRT, beside its labels.
+a picture (``preview``, :mod:`cropseg.predict.mosaic`): the tile-year mosaic with the most
+patches, read back through its VRT, beside its labels; and ``metrics`` (JSON): the seam
+measurement (:mod:`cropseg.predict.seams`) of the maps over all pixel pairs (``seams``), over pairs
+inside one parcel (``seams_in_parcels``: no true class edge there) and of the labels themselves
+(``seams_labels``: the excess on the grid that the data alone shows), and parcel counts and scores.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -30,18 +38,24 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from ..core.atomic import atomic_dir
+import pandas as pd
+
+from ..core.atomic import atomic_dir, atomic_file
 from ..nn.checkpoint import load_model
 from ..nn.dataset import SubPatchDataset
 from ..core.plotting import class_colours
+from ..nn.parcels import SUSPECT_THRESHOLD, parcel_scores, parcel_table
+from ..nn.patch_inference import iter_patches
 from ..s4a.grid import PatchGrid, read_patch_grid
+from ..s4a.parcels import read_parcels
 from .geotiff import confidence_uint8, legend_csv, qgis_style, write_patch_cog, write_text, write_vrt
 from .mosaic import plot_mosaic
+from .parcel_layer import parcel_polygons, parcel_style, rank_suspects, write_parcel_layer
+from .qgis_project import PROJECT, TileYearLayers, write_project
+from .seams import SeamAccumulator
 from ..split.labels import LabelSet
 from ..nn.precision import fix_cpu_threads, loader_workers, pick_device, resolve_precision
 from ..s4a.netcdf import parse_patch_name
-from ..nn.scoring import predict
-from ..medians.subpatches import stitch
 
 if TYPE_CHECKING:
     from ..core.params import Params
@@ -60,11 +74,21 @@ class PredictResult:
     out: Path
     preview: Path | None = None
     class_pixels: dict[str, int] = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
 
     def line(self) -> str:
         rate = self.patches / self.seconds if self.seconds else 0.0
-        return (f"predict: {self.patches} patches -> {self.out}/patches, {len(self.mosaics)} tile-year mosaic(s) "
-                f"({', '.join(self.mosaics)}), {self.seconds:.1f} s, {rate:.2f} patches/s")
+        parcels = self.metrics.get("parcels", {})
+        seams = self.metrics.get("seams", {})
+        text = (f"predict: {self.patches} patches -> {self.out}/patches, {len(self.mosaics)} tile-year mosaic(s) "
+                f"({', '.join(self.mosaics)})")
+        if parcels.get("n_parcels"):
+            text += (f", {parcels['n_parcels']} declared parcels (accuracy {parcels['accuracy']:.3f}, "
+                     f"{parcels['suspect']} suspect)")
+        if seams:
+            text += (f", seams: disagreement {seams['edge_disagreement']:.4f} on the sub-patch grid vs "
+                     f"{seams['inside_disagreement']:.4f} inside")
+        return text + f", {self.seconds:.1f} s, {rate:.2f} patches/s"
 
 
 def tile_year(relpath: str) -> str:
@@ -79,31 +103,6 @@ def cog_relpath(relpath: str) -> str:
     return f"patches/{name.year}/{name.tile}/{name.stem}.tif"
 
 
-class _PatchAssembler:
-    """Collects the sub-patch predictions of each patch and hands a patch over once it is complete."""
-
-    def __init__(self, dataset: SubPatchDataset):
-        self.per_patch, self.sub_y, self.sub_x, self.window = (dataset.per_patch, dataset.sub_y, dataset.sub_x,
-                                                               dataset.window)
-        self.parts: dict[int, dict[str, np.ndarray]] = {}
-        self.filled: dict[int, int] = defaultdict(int)
-
-    def add(self, index: np.ndarray, **maps: np.ndarray) -> list[tuple[int, dict[str, np.ndarray]]]:
-        done = []
-        patch, within = np.divmod(index, self.per_patch)
-        sub_y, sub_x = np.divmod(within, self.sub_x)
-        for row, p in enumerate(patch.tolist()):
-            if p not in self.parts:
-                self.parts[p] = {k: np.zeros((self.sub_y, self.sub_x, self.window, self.window), v.dtype)
-                                 for k, v in maps.items()}
-            for key, values in maps.items():
-                self.parts[p][key][sub_y[row], sub_x[row]] = values[row]
-            self.filled[p] += 1
-            if self.filled[p] == self.per_patch:
-                done.append((p, {k: stitch(v) for k, v in self.parts.pop(p).items()}))
-        return done
-
-
 def _check_grids(patch_list: list[str], grids: dict[str, PatchGrid], dataset: SubPatchDataset) -> None:
     side_y, side_x = dataset.sub_y * dataset.window, dataset.sub_x * dataset.window
     bad = [f"{p} ({g.height}x{g.width})" for p, g in grids.items() if (g.height, g.width) != (side_y, side_x)]
@@ -113,63 +112,65 @@ def _check_grids(patch_list: list[str], grids: dict[str, PatchGrid], dataset: Su
 
 
 def predict_with_params(params: Params, *, model_path: Path, medians: Path, netcdf: Path, patch_list: list[str],
-                        out: Path, preview: Path | None, batch_size: int | None = None) -> PredictResult:
-    """:func:`predict_patches` with device, precision, batch size, workers and label set from params,
-    as the evaluate stage takes them (``train.*``, ``loader.workers``, ``labels``): the one place the
-    predict stage and ``python -m cropseg.predict.folder`` read them.
+                        out: Path, preview: Path | None, metrics: Path | None = None) -> PredictResult:
+    """:func:`predict_patches` with device, precision, workers, label set and suspect threshold from
+    params, as the evaluate stage takes them (``train.*``, ``loader.workers``, ``labels``,
+    ``predict.suspect_threshold``): the one place the predict stage and ``python -m
+    cropseg.predict.folder`` read them.
 
     Args:
         params: the pipeline's params.
-        model_path, medians, netcdf, patch_list, out, preview: as :func:`predict_patches`.
-        batch_size: sub-patches per forward pass; ``None``: ``train.physical_batch_size``.
+        model_path, medians, netcdf, patch_list, out, preview, metrics: as :func:`predict_patches`.
 
     Returns:
         What :func:`predict_patches` returns.
     """
     return predict_patches(model_path=model_path, medians=medians, netcdf=netcdf, patch_list=patch_list, out=out,
-                           preview=preview, device=params.train.device, precision=params.train.precision,
-                           batch_size=batch_size or params.train.physical_batch_size,
-                           workers=params.loader.workers, label_set_name=params.labels,
-                           cpu_threads=params.train.cpu_threads)
+                           preview=preview, metrics=metrics, device=params.train.device,
+                           precision=params.train.precision, workers=params.loader.workers,
+                           label_set_name=params.labels, cpu_threads=params.train.cpu_threads,
+                           suspect_threshold=params.predict.suspect_threshold)
 
 
 def predict_patches(*, model_path: Path, medians: Path, netcdf: Path, patch_list: list[str], out: Path,
-                    preview: Path | None, device: str = "auto", precision: str = "auto", batch_size: int = 16,
-                    workers: int | None = 0, label_set_name: str | None = None, cpu_threads: int | None = None,
+                    preview: Path | None, metrics: Path | None = None, device: str = "auto",
+                    precision: str = "auto", workers: int | None = 0, label_set_name: str | None = None,
+                    cpu_threads: int | None = None, suspect_threshold: float = SUSPECT_THRESHOLD,
                     progress: bool = True) -> PredictResult:
     """Predict ``patch_list`` (paths under ``netcdf``, with medians in ``medians``) and write ``out``.
 
     Args:
         model_path: the trained model file.
         medians: the medians store holding the patches.
-        netcdf: the fetched patches, for each patch's grid.
+        netcdf: the fetched patches, for each patch's grid and parcel raster.
         patch_list: patch paths relative to ``netcdf`` (S4A file names).
         out: the output folder, replaced atomically.
         preview: where to draw the largest tile-year mosaic beside its labels; ``None`` for none.
+        metrics: where to write the seam measurement and parcel scores (JSON); ``None`` for nowhere.
         device: ``auto``, ``cpu`` or ``cuda`` (:func:`cropseg.nn.precision.pick_device`).
         precision: ``auto``, ``32``, ``bf16`` or ``fp16`` (:func:`cropseg.nn.precision.resolve_precision`).
-        batch_size: sub-patches per batch (as the evaluate stage, so band 1 matches it).
         workers: DataLoader worker processes (None: chosen from the machine,
             :func:`cropseg.nn.precision.loader_workers`).
         label_set_name: ``params.labels``; the model must have been trained with it (not checked
             when ``None``).
         cpu_threads: torch threads on a CPU (``train.cpu_threads``, :func:`cropseg.nn.precision.fix_cpu_threads`).
+        suspect_threshold: a declared parcel predicted as another class with a mean probability
+            above it is ``suspect``.
         progress: show a progress bar.
 
     Returns:
-        Patches, mosaics written, seconds, the output and preview paths, pixels per class.
+        Patches, mosaics written, seconds, the output and preview paths, pixels per class, metrics.
 
     Raises:
         PredictError: ``patch_list`` is empty, the model's label set is not ``label_set_name``,
-            or a patch's ``labels`` raster is not the size the medians store cut.
+            or a patch's raster is not the size the medians store cut.
         ValueError: a path is not an S4A patch name, or ``model_path`` is not a model file.
         GridError: a patch's grid cannot be read (:func:`cropseg.s4a.grid.read_patch_grid`).
+        ParcelsError: a ``parcels`` group is not a parcel raster of the patch's size.
         DatasetError: the store does not hold the patches as the model's loader needs them
             (:class:`cropseg.nn.dataset.SubPatchDataset`).
     """
     from tqdm import tqdm
-
-    from ..nn.scoring import sequential_loader
 
     started = time.perf_counter()
     if not patch_list:
@@ -198,37 +199,64 @@ def predict_patches(*, model_path: Path, medians: Path, netcdf: Path, patch_list
     truth: dict[str, np.ndarray] = {}
     index_rows = []
     totals = np.zeros(label_set.n_classes, dtype=np.int64)
+    seams = SeamAccumulator(dataset.window)  # the map; inside parcels; the labels themselves (the reference)
+    seams_in_parcels, seams_labels = SeamAccumulator(dataset.window), SeamAccumulator(dataset.window)
+    tables: dict[str, list[pd.DataFrame]] = defaultdict(list)
+    shapes: dict[str, list] = defaultdict(list)
 
     with atomic_dir(out) as tmp:
-        loader = sequential_loader(dataset, batch_size, workers=workers, pin_memory=torch_device.type == "cuda")
-        assembler = _PatchAssembler(dataset)
-        bar = tqdm(predict(model, loader, torch_device, run_precision), total=len(loader), desc="predict",
-                   unit="batch", disable=not progress, leave=False)
-        for batch, log_probs in bar:
-            classes = log_probs.argmax(1).to(torch.uint8).cpu().numpy()
-            confidence = confidence_uint8(log_probs.amax(1).float().exp().cpu().numpy())
-            for p, maps in assembler.add(batch.index.cpu().numpy(), classes=classes, confidence=confidence,
-                                         truth=batch.y.to(torch.uint8).cpu().numpy()):
-                relpath = patch_list[p]
-                write_patch_cog(tmp / cog_relpath(relpath), maps["classes"], maps["confidence"], grids[relpath],
-                                names, colours, tags={"SOURCE_PATCH": relpath, "MODEL_EPOCH": str(content["epoch"]),
-                                                      "LABEL_SET": label_set.name})
-                counts = np.bincount(maps["classes"].ravel(), minlength=label_set.n_classes)[:label_set.n_classes]
-                totals += counts
-                bounds = grids[relpath].bounds
-                index_rows.append([relpath, cog_relpath(relpath), tile_year(relpath), grids[relpath].crs.to_string(),
-                                   *(f"{b:.3f}" for b in bounds), *counts.tolist()])
-                if tile_year(relpath) == shown:
-                    truth[relpath] = maps["truth"]
-        mosaics = []
+        bar = tqdm(iter_patches(model, dataset, torch_device, run_precision, workers=workers), total=len(patch_list),
+                   desc="predict", unit="patch", disable=not progress, leave=False)
+        for maps in bar:
+            relpath, grid = patch_list[maps.position], grids[patch_list[maps.position]]
+            probs = maps.log_probs.float().exp().cpu().numpy()
+            classes = probs.argmax(0).astype(np.uint8)
+            labels = maps.labels.cpu().numpy()
+            write_patch_cog(tmp / cog_relpath(relpath), classes, confidence_uint8(probs.max(0)), grid, names, colours,
+                            tags={"SOURCE_PATCH": relpath, "MODEL_EPOCH": str(content["epoch"]),
+                                  "LABEL_SET": label_set.name, "INFERENCE": "whole patch"})
+            seams.add(classes)
+            if labels.any():
+                seams_labels.add(labels)
+            parcels = read_parcels(netcdf / relpath, (grid.height, grid.width))
+            if parcels is not None and parcels.any():
+                seams_in_parcels.add(classes, parcels)
+            n_parcels = 0
+            if parcels is not None and parcels.any():
+                table = parcel_table(parcels, labels, probs, threshold=suspect_threshold)
+                polygons = parcel_polygons(parcels, grid.transform)
+                table.insert(0, "patch", Path(relpath).stem)
+                tables[tile_year(relpath)].append(table)
+                shapes[tile_year(relpath)].extend(polygons[int(pid)] for pid in table.parcel_id)
+                n_parcels = len(table)
+            counts = np.bincount(classes.ravel(), minlength=label_set.n_classes)[:label_set.n_classes]
+            totals += counts
+            index_rows.append([relpath, cog_relpath(relpath), tile_year(relpath), grid.crs.to_string(),
+                               *(f"{b:.3f}" for b in grid.bounds), n_parcels, *counts.tolist()])
+            if tile_year(relpath) == shown:
+                truth[relpath] = labels.astype(np.uint8)
+        mosaics, project_layers = [], []
         for key in sorted(groups):
             sources = [("../" + cog_relpath(r), grids[r]) for r in groups[key]]
             write_vrt(tmp / "mosaics" / f"{key}.vrt", sources, names, colours)
             write_text(tmp / "mosaics" / f"{key}.qml", qgis_style(names, colours))
             mosaics.append(key)
+            parcels_path = None
+            if tables.get(key):
+                table = rank_suspects(_with_names(pd.concat(tables[key], ignore_index=True), names))
+                write_parcel_layer(tmp / "parcels" / f"{key}.gpkg", tmp / "parcels" / f"{key}.csv", table,
+                                   shapes[key], grids[groups[key][0]].crs)
+                write_text(tmp / "parcels" / f"{key}.qml", parcel_style())
+                parcels_path = f"./parcels/{key}.gpkg"
+            boxes = [grids[r].bounds for r in groups[key]]
+            extent = (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes),
+                      max(b[3] for b in boxes))
+            project_layers.append(TileYearLayers(key, grids[groups[key][0]].crs, f"./mosaics/{key}.vrt",
+                                                 parcels_path, extent))
+        write_project(tmp / PROJECT, project_layers, qgis_style(names, colours), parcel_style())
         write_text(tmp / "legend.csv", legend_csv(names, colours))
         write_text(tmp / "legend.qml", qgis_style(names, colours))
-        header = ["path", "geotiff", "tile_year", "crs", "left", "bottom", "right", "top",
+        header = ["path", "geotiff", "tile_year", "crs", "left", "bottom", "right", "top", "parcels",
                   *(f"pixels_{n}" for n in names)]
         buffer = io.StringIO()
         csv.writer(buffer, lineterminator="\n").writerows([header, *index_rows])
@@ -236,5 +264,23 @@ def predict_patches(*, model_path: Path, medians: Path, netcdf: Path, patch_list
         if shown is not None:
             plot_mosaic(tmp / "mosaics" / f"{shown}.vrt", {r: grids[r].bounds for r in groups[shown]}, truth, names,
                         colours, preview, shown)
+    every = [t for key in sorted(tables) for t in tables[key]]
+    extra = {name: acc.score().as_dict() for name, acc in (("seams_in_parcels", seams_in_parcels),
+                                                            ("seams_labels", seams_labels)) if acc.pairs is not None}
+    summary = {"patches": len(patch_list), "seams": seams.score().as_dict(), **extra,
+               "parcels": parcel_scores(every, label_set.n_classes) | {"suspect_threshold": suspect_threshold,
+                                                                       "rows": int(sum(len(t) for t in every))}}
+    if metrics is not None:
+        with atomic_file(metrics, "w") as handle:
+            handle.write(json.dumps(summary, indent=2) + "\n")
     return PredictResult(len(patch_list), mosaics, time.perf_counter() - started, out, preview,
-                         {n: int(c) for n, c in zip(names, totals)})
+                         {n: int(c) for n, c in zip(names, totals)}, summary)
+
+
+def _with_names(table: pd.DataFrame, names: tuple[str, ...]) -> pd.DataFrame:
+    """Class names beside the class numbers (what a GIS user reads)."""
+    table = table.copy()
+    lookup = np.asarray(names, dtype=object)
+    table.insert(table.columns.get_loc("declared") + 1, "declared_name", lookup[table.declared.to_numpy()])
+    table.insert(table.columns.get_loc("predicted") + 1, "predicted_name", lookup[table.predicted.to_numpy()])
+    return table

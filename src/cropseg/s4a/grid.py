@@ -179,8 +179,12 @@ def _from_coordinates(group, path: Path) -> Affine:
     return Affine(dx[0], 0.0, x[0] - dx[0] / 2, 0.0, dy[0], y[0] - dy[0] / 2)
 
 
+TEN_METRE_BANDS = ("B02", "B03", "B04", "B08")
+
+
 def read_patch_grid(path: str | Path) -> PatchGrid:
-    """The grid of the patch's 10 m ``labels`` raster (which the 10 m medians share).
+    """The grid of the patch's 10 m ``labels`` raster (which the 10 m medians share); a file
+    without ``labels`` (a season not yet declared) is placed by its first 10 m band group.
 
     Args:
         path: an S4A netCDF patch.
@@ -200,16 +204,19 @@ def read_patch_grid(path: str | Path) -> PatchGrid:
     except OSError as error:
         raise GridError(f"{path}: cannot open as netCDF ({error})") from None
     with dataset:
-        group = dataset.groups.get(GROUP)
-        if group is None or GROUP not in group.variables:
-            raise GridError(f"{path}: group {GROUP!r} with variable {GROUP!r} expected")
-        variable = group[GROUP]
-        crs, where = raster_attribute(group, GROUP, "crs")
+        name = next((n for n in (GROUP, *TEN_METRE_BANDS) if n in dataset.groups and n in dataset[n].variables),
+                    None)
+        if name is None:
+            raise GridError(f"{path}: group {GROUP!r} with variable {GROUP!r} expected (or, without labels, "
+                            f"a 10 m band group {'/'.join(TEN_METRE_BANDS)})")
+        group = dataset.groups[name]
+        variable = group[name]
+        crs, where = raster_attribute(group, name, "crs")
         if crs is None:
-            raise GridError(f"{path}: {GROUP}: {where}")
-        raw, _ = raster_attribute(group, GROUP, "transform")
+            raise GridError(f"{path}: {name}: {where}")
+        raw, _ = raster_attribute(group, name, "transform")
         transform = _parse_transform(raw, path) if raw is not None else _from_coordinates(group, path)
-        height, width = variable.shape
+        height, width = variable.shape[-2:]
         grid = PatchGrid(_parse_crs(crs, path), transform, int(height), int(width))
     if transform.b or transform.d or transform.a <= 0 or transform.e >= 0:
         raise GridError(f"{path}: {GROUP}: transform {tuple(transform)[:6]} is not north-up "

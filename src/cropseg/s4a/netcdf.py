@@ -247,12 +247,15 @@ def _check_georeference(group: netCDF4.Group, name: str, defects: list[str]) -> 
             defects.append(f"{name}: transform {transform!r} is not 6 numbers (a, b, c, d, e, f)")
 
 
-def validate_patch(path: str | Path, root: str | Path | None = None) -> PatchInfo:
+def validate_patch(path: str | Path, root: str | Path | None = None, *, labels_required: bool = True) -> PatchInfo:
     """Check one S4A file thoroughly; raise :class:`InvalidPatch` listing every defect found.
 
     Args:
         path: the netCDF file.
         root: the data root the index path is made relative to (default: the file's folder).
+        labels_required: ``False`` accepts a file without the ``labels`` and ``parcels`` groups
+            (a season not declared yet, to be mapped): its size comes from the 10 m band ``B02``.
+            Groups that are there are checked all the same.
 
     Returns:
         The patch's index row; its ``n_dates`` is the most dates any band has.
@@ -281,7 +284,7 @@ def validate_patch(path: str | Path, root: str | Path | None = None) -> PatchInf
         raise InvalidPatch(path, defects + [f"corrupt or truncated netCDF-4/HDF5 file ({error})"]) from None
     try:
         with dataset:
-            return _check_contents(dataset, path, root, name, defects)
+            return _check_contents(dataset, path, root, name, defects, labels_required)
     except InvalidPatch:
         raise
     except Exception as error:  # HDF5 errors on a damaged chunk or header surface as many types
@@ -290,7 +293,7 @@ def validate_patch(path: str | Path, root: str | Path | None = None) -> PatchInf
 
 
 def _check_contents(dataset: netCDF4.Dataset, path: Path, root: str | Path | None, name: PatchName | None,
-                    defects: list[str]) -> PatchInfo:
+                    defects: list[str], labels_required: bool = True) -> PatchInfo:
     """Everything :func:`validate_patch` checks inside an opened file."""
     missing = [a for a in ROOT_ATTRIBUTES if a not in dataset.ncattrs()]
     if missing:
@@ -313,7 +316,8 @@ def _check_contents(dataset: netCDF4.Dataset, path: Path, root: str | Path | Non
     for group_name in ("labels", "parcels"):
         group = dataset.groups.get(group_name)
         if group is None:
-            defects.append(f"group {group_name!r} missing")
+            if labels_required:
+                defects.append(f"group {group_name!r} missing")
             continue
         variable = _check_grid(group, group_name, ("y", "x"), "uint32", None, defects, group_name)
         if variable is None:
@@ -326,6 +330,8 @@ def _check_contents(dataset: netCDF4.Dataset, path: Path, root: str | Path | Non
             size = height
         elif height != size:
             defects.append(f"{group_name}: shape {variable.shape} differs from labels ({size}, {size})")
+    if size is None and not labels_required and not any(g in dataset.groups for g in ("labels", "parcels")):
+        size = _size_from_band(dataset, defects)
     n_dates = [_check_band(dataset, band, size, year, defects) for band in BANDS]
     if defects:
         raise InvalidPatch(path, _merge_band_defects(defects))
@@ -333,6 +339,21 @@ def _check_contents(dataset: netCDF4.Dataset, path: Path, root: str | Path | Non
     relative = path.relative_to(root).as_posix() if root is not None else path.name
     return PatchInfo(relative, name.year, name.tile, name.x, name.y,
                      str(attr["patch_country_code"]), max(n_dates), size)
+
+
+def _size_from_band(dataset: netCDF4.Dataset, defects: list[str]) -> int | None:
+    """The 10 m side of a file without ``labels``: ``B02``'s ``(time, y, x)`` shape (its own checks
+    follow in :func:`_check_band`)."""
+    group = dataset.groups.get("B02")
+    variable = None if group is None else group.variables.get("B02")
+    if variable is None or len(variable.shape) != 3:
+        return None  # reported by the band checks
+    height, width = variable.shape[1:]
+    if height != width or height % SIZE_QUANTUM or height == 0:
+        defects.append(f"B02: shape {variable.shape}, expected (time, side, side) with a side multiple of 61 "
+                       "(no labels group to take the patch size from)")
+        return None
+    return int(height)
 
 
 def _merge_band_defects(defects: list[str]) -> list[str]:
