@@ -2,8 +2,10 @@
 
     python experiments/grid.py noise40                  # uniform + {random, loss, rho_loss} x {2, 4}, seeds 0..4
     python experiments/grid.py noise40 --dry-run        # print the two `dvc exp run --queue` commands only
-    dvc queue start -j 2 && dvc queue status            # run them (2 workers), then:
+    dvc queue start -j 2 && dvc queue status            # run them (2 workers; one per GPU on a GPU box), then:
     python experiments/report.py                        # -> metrics/comparison/
+    python experiments/grid.py noise40 --executor dask --slurm configs/cluster/slurm.yaml
+                                                        # the same grid on a cluster: one clone per experiment
 
 A regime (experiments/regimes.yaml) is the set of params every point shares (noise, budget, LR
 schedule, snapshots); uniform ignores the block size, so it is queued once per seed. Every point is
@@ -50,11 +52,20 @@ def main() -> int:
                         help="last stage each experiment runs (default: %(default)s; the crop maps of predict "
                              "are not needed to compare; '' for the whole pipeline)")
     parser.add_argument("--dry-run", action="store_true", help="print the commands, queue nothing")
+    parser.add_argument("--executor", choices=["queue", "dask"], default="queue",
+                        help="queue: `dvc exp run --queue` here (default); dask: every experiment a task on a Dask "
+                             "cluster, then `dvc exp pull` (cropseg.sweep)")
+    from cropseg.sweep import cli as sweep_cli
+    sweep_cli.add_arguments(parser)
     args = parser.parse_args()
     regimes = yaml.safe_load(REGIMES.read_text())
     if args.regime not in regimes:
         parser.error(f"unknown regime {args.regime!r}; {REGIMES} has {sorted(regimes)}")
-    for command in commands(regimes[args.regime], args.methods, args.blocks, args.seeds, args.target):
+    queued = commands(regimes[args.regime], args.methods, args.blocks, args.seeds, args.target)
+    if args.executor == "dask":
+        from cropseg.sweep.points import expand_commands
+        return sweep_cli.run(expand_commands(queued), args, prefix=args.regime)
+    for command in queued:
         print(shlex.join(command))
         if not args.dry_run:
             subprocess.run(command, check=True)
