@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -106,6 +107,7 @@ def dask_client(*, address: str | None = None, slurm: Path | None = None,
         cluster = slurm_cluster(slurm)
     else:
         count = workers or max(local_gpus(), 1)
-        cluster = LocalCluster(n_workers=count, threads_per_worker=1, processes=True, dashboard_address=None)
+        cluster = LocalCluster(n_workers=count, threads_per_worker=1, processes=True, dashboard_address=None,
+                               silence_logs=logging.CRITICAL)  # a worker outliving the scheduler at exit is no news
     with cluster, Client(cluster) as client:
         yield client

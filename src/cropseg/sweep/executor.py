@@ -72,9 +72,9 @@ def _dvc(repo: Path, *args: str) -> subprocess.CompletedProcess:
 
 def check_source(repo: Path, remote: str = "origin") -> Source:
     """The revision and git URL the workers clone, after checking that they can (see the module doc)."""
-    dirty = _git(repo, "status", "--porcelain", "--untracked-files=no")
+    dirty = _git(repo, "diff", "--name-only", "HEAD")
     if dirty:
-        files = ", ".join(line[3:] for line in dirty.splitlines()[:5])
+        files = ", ".join(dirty.splitlines()[:5])
         raise SweepError(f"uncommitted changes to tracked files ({files}): a worker clones the git remote, so commit "
                          "them (and push) first; `dvc queue` is the executor that runs uncommitted work")
     rev = _git(repo, "rev-parse", "HEAD")
@@ -160,7 +160,8 @@ def run_grid(points: Sequence[Point], client: Any, *, repo: Path = Path("."), re
             if not outcome["ok"]:
                 raise SweepError(f"the shared stages ({', '.join(stages)}) failed on {outcome['host']}: "
                                  f"{outcome['error']}\n{outcome['log']}")
-            log(f"grid: shared stages pushed with their run cache in {outcome['total_s']:.1f} s")
+            log(f"grid: shared stages pushed with their run cache in {outcome['total_s']:.1f} s "
+                f"(ran {', '.join(outcome['ran']) or 'nothing: all restored from the run cache'})")
 
         futures = {client.submit(task_module.run_experiment, _job(source, p, "experiment", scratch, keep),
                                  pure=False, retries=retries, key=f"cropseg-{p.name}-{time.time_ns()}"): p
@@ -175,7 +176,8 @@ def run_grid(points: Sequence[Point], client: Any, *, repo: Path = Path("."), re
             outcome["overrides"] = dict(point.overrides)
             (result.done if outcome["ok"] else result.failed).append(outcome)
             state = (f"done in {outcome['total_s']:.1f} s (clone {outcome['clone_s']:.1f} s, pull "
-                     f"{_seconds(outcome['pull_s'])}, push {outcome['push_s']:.1f} s)" if outcome["ok"]
+                     f"{_seconds(outcome['pull_s'])}, push {outcome['push_s']:.1f} s; ran "
+                     f"{', '.join(outcome['ran']) or 'nothing'})" if outcome["ok"]
                      else f"FAILED: {outcome['error']}")
             log(f"grid: {point.name} {state} on {outcome['host']}")
 

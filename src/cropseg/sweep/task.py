@@ -56,9 +56,14 @@ class StepFailed(RuntimeError):
 
 
 def _run(command: list[str], cwd: Path, env: dict[str, str], log: list[str],
-         first_line: str | None = None) -> float | None:
-    """Run ``command``, appending its output to ``log``; the seconds until ``first_line`` starts a line of it."""
+         first_line: str | None = None, ran: list[str] | None = None) -> float | None:
+    """Run ``command``, appending its output to ``log``; the seconds until ``first_line`` starts a line of it.
+
+    ``ran`` collects the stages DVC really ran (not restored from the run cache).
+    """
     log.append(f"$ {' '.join(command)}\n")
+    mark = len(log)
+    ran = [] if ran is None else ran
     started = time.monotonic()
     seen: float | None = None
     with subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -67,6 +72,7 @@ def _run(command: list[str], cwd: Path, env: dict[str, str], log: list[str],
             if seen is None and first_line and line.startswith(first_line):
                 seen = time.monotonic() - started
             log.append(line)
+    ran.extend(line.split("'")[1] for line in log[mark:] if line.startswith("Running stage '"))
     if process.returncode:
         raise StepFailed(f"`{' '.join(command[:4])} ...` exited with {process.returncode}")
     return seen
@@ -87,7 +93,8 @@ def run_experiment(job: dict) -> dict:
 
     Returns:
         ``name``, ``ok``, ``error``, ``log`` (all output when it failed, else its last lines),
-        ``host``, ``clone_s``, ``pull_s`` (None when no stage ran), ``run_s``, ``push_s``, ``total_s``.
+        ``host``, ``ran`` (the stages run, not restored), ``clone_s``, ``pull_s`` (None when no stage
+        ran), ``run_s``, ``push_s``, ``total_s``.
     """
     started = time.monotonic()
     scratch = _scratch(job.get("scratch"))
@@ -96,7 +103,7 @@ def run_experiment(job: dict) -> dict:
     env = _environment()
     log: list[str] = []
     result = {"name": job["name"], "ok": False, "error": "", "host": os.uname().nodename if hasattr(os, "uname")
-              else "", "clone_s": None, "pull_s": None, "run_s": None, "push_s": None, "total_s": None}
+              else "", "ran": [], "clone_s": None, "pull_s": None, "run_s": None, "push_s": None, "total_s": None}
     try:
         step = time.monotonic()
         _run(["git", "clone", "--quiet", "--no-checkout", job["url"], str(work)], scratch, env, log)
@@ -109,7 +116,7 @@ def run_experiment(job: dict) -> dict:
         step = time.monotonic()
         name = ["-n", job["name"]] if job["name"] else []
         result["pull_s"] = _run(_dvc("exp", "run", "--pull", *name, *job["args"], *job["targets"]), work, env, log,
-                                first_line="Running stage")
+                                first_line="Running stage", ran=result["ran"])
         result["run_s"] = time.monotonic() - step
 
         step = time.monotonic()
@@ -117,6 +124,9 @@ def run_experiment(job: dict) -> dict:
             _run(_dvc("exp", "push", "origin", job["name"]), work, env, log)
         elif job["push"] == "run-cache":
             _run(_dvc("push", "--run-cache", *job["targets"]), work, env, log)
+            # the objects of `cache: false` outputs, which `dvc push --run-cache` leaves out (the clone's own code)
+            _run([sys.executable, "-m", "cropseg.sweep.run_cache", *job["targets"]], work,
+                 env | {"PYTHONPATH": "src"}, log)
         result["push_s"] = time.monotonic() - step
         result["ok"] = True
     except (StepFailed, OSError, subprocess.CalledProcessError) as error:
