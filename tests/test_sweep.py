@@ -72,7 +72,8 @@ def test_shared_stages_of_a_grid_on_the_project_pipeline():
         shared_stages(stages, from_overrides([{}], targets=["nope"]))
 
 
-def test_the_slurm_job_script_asks_for_the_configured_resources(tmp_path):
+def test_the_slurm_job_script_asks_for_the_configured_resources(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))  # the default log folder is created under it
     config = yaml.safe_load((REPO / "configs/cluster/slurm.yaml").read_text())
     config |= {"memory": "48GB", "walltime": "02:30:00", "gpus": 2, "job_cpu": 6, "queue": "gpu-a100"}
     path = tmp_path / "slurm.yaml"
@@ -91,6 +92,8 @@ def test_the_slurm_job_script_asks_for_the_configured_resources(tmp_path):
     worker = next(line for line in lines if "distributed.cli.dask_worker" in line)
     assert "--nthreads 1" in worker and "--nworkers" not in worker and "--local-directory $TMPDIR" in worker
     assert not any(line.startswith("#SBATCH -A") for line in lines)  # account: null is left out
+    assert f"#SBATCH -o {Path.home()}/.cache/cropseg/slurm-logs/dask-worker-%J.out" in lines  # not the workspace
+    assert worker.startswith("python -m distributed.cli.dask_worker")  # the venv's, after the prologue
 
 
 def test_slurm_config_errors_name_the_file_and_key(tmp_path):

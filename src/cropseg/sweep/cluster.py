@@ -38,8 +38,10 @@ def read_slurm_config(path: Path) -> tuple[dict[str, Any], int]:
     """SLURMCluster arguments and the number of jobs from a config file (``configs/cluster/slurm.yaml``).
 
     ``gpus: N`` becomes ``#SBATCH --gres=gpu:N``; ``cores`` and ``processes`` default to 1 (one
-    experiment per job); environment variables in ``local_directory`` / ``log_directory`` are
-    left for the job's shell to expand (``$TMPDIR`` is the node's, not this machine's).
+    experiment per job); environment variables in ``local_directory`` are left for the job's shell
+    to expand (``$TMPDIR`` is the node's, not this machine's); ``log_directory`` defaults to
+    ``~/.cache/cropseg/slurm-logs``, since SLURM would write into the submitting directory (the
+    workspace).
     """
     try:
         config = yaml.safe_load(path.read_text()) or {}
@@ -59,6 +61,8 @@ def read_slurm_config(path: Path) -> tuple[dict[str, Any], int]:
             raise ValueError(f"{path}: {key}: expected an integer >= {1 if key == 'jobs' else 0}, found {value!r}")
     if gpus:
         config["job_extra_directives"] = [*(config.get("job_extra_directives") or []), f"--gres=gpu:{gpus}"]
+    if not config.get("log_directory"):  # SLURM's default is the submitting directory: the user's workspace
+        config["log_directory"] = str(Path.home() / ".cache" / "cropseg" / "slurm-logs")
     config.setdefault("cores", 1)
     config.setdefault("processes", 1)
     if config.get("memory") is None:
