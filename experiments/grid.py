@@ -1,10 +1,12 @@
 """Queue a comparison grid through DVC: one experiment per regime x method x replicate.
 
-    python experiments/grid.py realistic              # 8 methods x 8 replicates (experiments/regimes.yaml)
-    python experiments/grid.py all                    # every regime but tiny (~190 experiments, ~2 h on 2 cores)
+    python experiments/grid.py realistic              # 7 methods x 8 replicates (experiments/regimes.yaml)
+    python experiments/grid.py all                    # every regime but tiny (131 experiments, ~2 h on 2 cores)
     python experiments/grid.py realistic --dry-run    # print the `dvc exp run --queue` commands only
     dvc queue start -j 2 && dvc queue status          # run them (2 workers), then:
     python experiments/report.py                      # -> metrics/comparison/
+    python experiments/grid.py realistic --executor dask --slurm configs/cluster/slurm.yaml
+                                                      # the same grid on a cluster: one clone per experiment
 
 A regime (experiments/regimes.yaml) is the params every point of it shares (noise, holdout); the
 file's ``base`` params are shared by every regime. A replicate ``r`` sets every seed to ``r``
@@ -96,6 +98,11 @@ def main() -> int:
                         help="queue replicate 0 of every regime, then replicate 1, ...: a grid stopped early still "
                              "covers every regime (default: regime by regime)")
     parser.add_argument("--dry-run", action="store_true", help="print the commands, queue nothing")
+    parser.add_argument("--executor", choices=["queue", "dask"], default="queue",
+                        help="queue: `dvc exp run --queue` here (default); dask: every experiment a task on a Dask "
+                             "cluster, then `dvc exp pull` (cropseg.sweep)")
+    from cropseg.sweep import cli as sweep_cli
+    sweep_cli.add_arguments(parser)
     args = parser.parse_args()
     names = list(config["regimes"]) if args.regimes == ["all"] else args.regimes
     try:
@@ -103,6 +110,9 @@ def main() -> int:
     except KeyError as error:
         parser.error(error.args[0])
     grid = interleave(per_regime) if args.interleave else [point for regime in per_regime for point in regime]
+    if args.executor == "dask":
+        from cropseg.sweep.points import from_overrides
+        return sweep_cli.run(from_overrides(grid, [args.target] if args.target else []), args, prefix=names[0] if len(names) == 1 else "grid")
     for point in grid:
         command = queue_command(point, args.target)
         print(shlex.join(command), flush=True)

@@ -84,7 +84,9 @@ class Run(Section):
     step_size: int = Field(10, ge=1, description="ConvSTAR: StepLR period in epochs seen (training-set sizes of samples seen)")
     step_gamma: float = Field(0.5, gt=0, le=1)
     deterministic: bool = Field(True, description="deterministic kernels and seeded everything (same metrics on CPU)")
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: Literal["auto", "cpu", "cuda", "cuda:auto"] = Field(
+        "auto", description="auto: a free GPU of the machine (held until the stage ends) when torch sees one, else the "
+                            "CPU; cuda:auto: a free GPU, an error without one; cuda: GPU 0 (the local rank under torchrun)")
     allow_degenerate_split: bool = Field(
         False, description="train stage: train although a class has no training pixel or val has < 2 classes")
 

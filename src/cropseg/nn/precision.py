@@ -11,19 +11,36 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from ..core.gpus import acquire_gpu, wait_limit
+
 
 def pick_device(requested: str, local_rank: int = 0) -> torch.device:
-    """``auto`` takes the GPU of this rank when there is one, else the CPU."""
-    if requested == "cuda" or (requested == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise RuntimeError("device: cuda was requested but torch sees no CUDA device")
+    """Where this process computes, from ``train.device`` / ``holdout.device``.
+
+    ``cpu``: the CPU. ``cuda``: GPU ``local_rank`` (0 outside torchrun). ``auto`` and ``cuda:auto``:
+    a free GPU of the machine, taken and held until the process exits (:mod:`cropseg.core.gpus`),
+    so that the experiments ``dvc queue start -j N`` runs side by side each get their own GPU;
+    ``auto`` falls back to the CPU where torch sees no GPU. Under torchrun (``WORLD_SIZE`` > 1)
+    the launcher has placed the ranks: each takes the GPU of its local rank.
+    """
+    if requested == "cpu" or (requested == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise RuntimeError(f"device: {requested} was requested but torch sees no CUDA device")
+    if requested == "cuda" or int(os.environ.get("WORLD_SIZE", "1")) > 1:
         return torch.device("cuda", local_rank)
-    return torch.device("cpu")
+    if requested not in ("auto", "cuda:auto"):
+        raise ValueError(f"device: expected auto, cpu, cuda or cuda:auto, got {requested!r}")
+    lease = acquire_gpu(torch.cuda.device_count(), wait=wait_limit(), holder=" ".join(sys.argv[:2]),
+                        log=lambda line: print(line, file=sys.stderr, flush=True))
+    torch.cuda.set_device(lease.index)
+    return torch.device("cuda", lease.index)
 
 
 def cpu_has_bf16() -> bool:

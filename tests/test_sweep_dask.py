@@ -1,0 +1,92 @@
+"""A tiny grid on a Dask LocalCluster, as on a cluster: a bare git remote and a local-folder DVC remote.
+
+`experiments/grid.py tiny --executor dask` with 2 points (uniform and rho_loss, seed 0) on 2
+workers: the shared stages run once and are pushed with their run cache, each point is cloned
+from the bare repository into a worker's scratch space, restores the shared stages from the DVC
+remote, trains and evaluates, and pushes its experiment; the user's repository then holds the
+pulled experiment refs and nothing else, and experiments/report.py builds the report from them.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from tiny_pipeline import tiny_params
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+GRID = ["experiments/grid.py", "tiny", "--seeds", "1", "--methods", "rho_loss", "--blocks", "2"]
+
+
+@pytest.fixture
+def cloned_repo(tmp_path: Path) -> tuple[Path, dict, Path]:
+    """The user's repository (a clone of a bare 'origin'), its DVC remote a local folder; and the scratch space."""
+    work = tmp_path / "work"
+    work.mkdir()
+    for name in ("src", "stages", "configs", "experiments"):
+        shutil.copytree(REPO / name, work / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    for name in ("dvc.yaml", ".gitignore", ".dvcignore"):
+        if (REPO / name).exists():
+            shutil.copy(REPO / name, work / name)
+    (work / "params.yaml").write_text(yaml.safe_dump(tiny_params(), sort_keys=False))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DVC_")}
+    env |= {"PATH": f"{BIN}{os.pathsep}{env['PATH']}", "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled",
+            "HF_HUB_OFFLINE": "1", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+            "GIT_COMMITTER_EMAIL": "t@t", "PYTHONPATH": str(REPO / "src"), "TMPDIR": str(tmp_path)}
+    for command in (["git", "init", "-q", "--bare", str(tmp_path / "origin.git")], ["git", "init", "-q"],
+                    ["dvc", "init", "-q"], ["dvc", "config", "core.analytics", "false"],
+                    ["dvc", "remote", "add", "-d", "store", str(tmp_path / "dvc-store")],
+                    ["git", "add", "-A"], ["git", "commit", "-qm", "init"],
+                    ["git", "remote", "add", "origin", str(tmp_path / "origin.git")],
+                    ["git", "push", "-q", "origin", "HEAD"]):
+        subprocess.run(command, cwd=work, env=env, check=True, capture_output=True)
+    return work, env, tmp_path
+
+
+def _run(repo: Path, env: dict, *args: str) -> str:
+    done = subprocess.run(args, cwd=repo, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def test_tiny_grid_runs_on_a_local_dask_cluster_and_reports(cloned_repo):
+    repo, env, tmp = cloned_repo
+    before = sorted(p.relative_to(repo).as_posix() for p in repo.rglob("*") if ".git" not in p.parts
+                    and ".dvc" not in p.parts)
+    printed = _run(repo, env, sys.executable, *GRID, "--executor", "dask", "--workers", "2",
+                   "--scratch", str(tmp / "scratch"))
+    assert "grid: shared stages first, once: fetch_s4a, fetch_dem, medians, split, train_holdout, " \
+           "irreducible_loss" in printed, printed
+    assert "grid: 2 run, 0 existed, 0 failed; 2 experiments pulled" in printed, printed
+    # each point restored the shared stages from the run cache and ran only its own (train, evaluate)
+    done = [line for line in printed.splitlines() if " done in " in line]
+    assert len(done) == 2 and all("; ran train, evaluate) on " in line for line in done), printed
+
+    # nothing in the workspace but the experiment refs; the workers' clones are gone
+    after = sorted(p.relative_to(repo).as_posix() for p in repo.rglob("*") if ".git" not in p.parts
+                   and ".dvc" not in p.parts)
+    assert after == before
+    assert _run(repo, env, "git", "status", "--porcelain") == ""
+    assert not list((tmp / "scratch").glob("cropseg-*"))
+    names = _run(repo, env, "dvc", "exp", "list", "--name-only").split()
+    assert len(names) == 2 and all(name.startswith("tiny-") for name in names)
+    remote_refs = _run(repo, env, "git", "ls-remote", "origin", "refs/exps/*")
+    assert all(name in remote_refs for name in names)
+    assert any((tmp / "dvc-store").rglob("*"))  # outputs and run cache went to the DVC remote
+    assert (tmp / "dvc-store" / "runs").is_dir()
+
+    printed = _run(repo, env, sys.executable, "experiments/report.py", "--replicates", "200")
+    assert "2 experiments in 1 regime(s), 0 left out" in printed, printed
+    summary = json.loads((repo / "metrics/comparison/summary.json").read_text())
+    rows = {(r["method"], r["block_size"]): r for r in summary["regimes"][0]["rows"]}
+    assert set(rows) == {("uniform", 1), ("rho_loss", 2)}
+    assert 0 <= rows[("rho_loss", 2)]["auc"]["mean"] <= 1 and rows[("rho_loss", 2)]["seeds"] == [0]
+
+    # running the same grid again submits nothing: both experiments exist (a failed one would be resubmitted)
+    printed = _run(repo, env, sys.executable, *GRID, "--executor", "dask", "--workers", "1")
+    assert "grid: 0 run, 2 existed, 0 failed; 2 experiments pulled" in printed, printed
