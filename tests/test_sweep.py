@@ -18,18 +18,19 @@ sys.path.insert(0, str(REPO / "experiments"))
 import grid  # noqa: E402  (experiments/grid.py: the commands it queues)
 
 
-def test_grid_commands_expand_to_the_points_dvc_would_queue():
-    regime = yaml.safe_load((REPO / "experiments/regimes.yaml").read_text())["tiny"]
-    commands = grid.commands(regime, ["loss", "rho_loss"], [2, 4], seeds=2)
-    points = [p for command in commands for p in expand_command(command)]
-    # uniform x 2 seeds + {loss, rho_loss} x {2, 4} x 2 seeds, as `dvc exp run --queue` expands them
-    assert len(points) == 2 + 2 * 2 * 2
-    assert all(p.targets == ("evaluate",) for p in points)
-    assert points[0].overrides["selection.method"] == "uniform" and points[0].overrides["train.seed"] == "0"
-    assert [(p.overrides["selection.method"], p.overrides["selection.block_size"], p.overrides["train.seed"])
-            for p in points[2:5]] == [("loss", "2", "0"), ("loss", "2", "1"), ("loss", "4", "0")]
+def test_grid_points_become_sweep_points_in_order():
+    overrides = grid.points("tiny", replicates=2)
+    points = from_overrides(overrides, ["evaluate"])
+    # 3 methods x 2 replicates, replicate by replicate
+    assert len(points) == 3 * 2 and all(p.targets == ("evaluate",) for p in points)
+    assert [(p.overrides["selection.method"], p.overrides["train.seed"]) for p in points[:4]] == [
+        ("uniform", "0"), ("uniform", "0"), ("rho_loss", "0"), ("uniform", "1")]
+    assert points[1].overrides["protocol.train_on_holdout"] == "true"
     assert points[2].overrides["protocol.label_noise"] == "0.4"
     assert points[2].args()[:2] == ["-S", "protocol.label_noise=0.4"]
+    # the queue command of a point carries the same overrides
+    command = grid.queue_command(overrides[2])
+    assert expand_command(command)[0].overrides == points[2].overrides
 
 
 def test_sweep_values_and_names():

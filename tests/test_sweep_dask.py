@@ -20,7 +20,7 @@ from tiny_pipeline import tiny_params
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-GRID = ["experiments/grid.py", "tiny", "--seeds", "1", "--methods", "rho_loss", "--blocks", "2"]
+GRID = ["experiments/grid.py", "tiny", "--replicates", "1", "--methods", "uniform", "rho_loss_b2"]
 
 
 @pytest.fixture
@@ -80,12 +80,12 @@ def test_tiny_grid_runs_on_a_local_dask_cluster_and_reports(cloned_repo):
     assert any((tmp / "dvc-store").rglob("*"))  # outputs and run cache went to the DVC remote
     assert (tmp / "dvc-store" / "runs").is_dir()
 
-    printed = _run(repo, env, sys.executable, "experiments/report.py", "--replicates", "200")
-    assert "2 experiments in 1 regime(s), 0 left out" in printed, printed
+    printed = _run(repo, env, sys.executable, "experiments/report.py")
+    assert "2 runs in 1 regime(s), 0 left out" in printed, printed
     summary = json.loads((repo / "metrics/comparison/summary.json").read_text())
-    rows = {(r["method"], r["block_size"]): r for r in summary["regimes"][0]["rows"]}
-    assert set(rows) == {("uniform", 1), ("rho_loss", 2)}
-    assert 0 <= rows[("rho_loss", 2)]["auc"]["mean"] <= 1 and rows[("rho_loss", 2)]["seeds"] == [0]
+    methods = {m["method"]: m for m in summary["regimes"][0]["methods"]}
+    assert set(methods) == {"uniform", "rho_loss_b2"} and summary["regimes"][0]["regime"] == "tiny"
+    assert 0 <= methods["rho_loss_b2"]["means"]["auc"] <= 1 and methods["rho_loss_b2"]["replicates"] == [0]
 
     # running the same grid again submits nothing: both experiments exist (a failed one would be resubmitted)
     printed = _run(repo, env, sys.executable, *GRID, "--executor", "dask", "--workers", "1")
