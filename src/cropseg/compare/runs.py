@@ -181,7 +181,7 @@ def curves(table: pd.DataFrame, metric: str = "wf1") -> tuple[np.ndarray, np.nda
 
 
 def write_runs(table: pd.DataFrame, path: Path) -> None:
-    table.to_csv(path, index=False, float_format="%.6g")
+    table.to_csv(path, index=False)  # full precision: the report rebuilt from it is the same to the last digit
 
 
 def read_runs(path: Path) -> pd.DataFrame:
