@@ -1,5 +1,7 @@
 """Per-parcel declaration noise: share, parcel granularity, similar crops, systematic errors, splits."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -11,6 +13,8 @@ from cropseg.nn.parcel_noise import ParcelNoise, ParcelNoiseError, read_parcels
 from cropseg.split.labels import load_label_set
 
 from test_label_noise import medians_store  # noqa: F401  (the module's tiny store, 4 patches of 122 px)
+
+REPO = Path(__file__).resolve().parents[1]
 
 LABELS = load_label_set("s4a11")
 NAMES = LABELS.class_names
@@ -149,3 +153,23 @@ def test_the_il_filter_drops_the_samples_with_the_highest_irreducible_loss(media
     assert kept.max() < gone.min() and (np.diff(dataset.indices) > 0).all()
     with pytest.raises(ValueError, match="run the irreducible_loss stage"):
         drop_least_learnable(dataset, tmp_path / "missing", 0.1)
+
+
+def test_the_test_split_is_never_noised():
+    """Noise reaches datasets in exactly two places, both reading train/val lists; evaluate (the test
+    split) takes neither params.protocol nor a noise, and DVC does not rerun it for a protocol change."""
+    import inspect
+    import re
+
+    import yaml
+
+    from cropseg.evaluate.stage import evaluate
+
+    src = REPO / "src" / "cropseg"
+    noised = sorted(str(p.relative_to(src)) for p in src.rglob("*.py")
+                    if re.search(r"\bnoise=(?!None)", p.read_text()) and p.name != "dataset.py")
+    assert noised == ["selection/irreducible.py", "train/loop.py"]
+    assert "test.txt" not in (src / "train" / "loop.py").read_text()
+    assert not {"noise", "protocol", "params"} & set(inspect.signature(evaluate).parameters)
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    assert not [p for p in stages["evaluate"]["params"] if str(p).startswith("protocol")]
