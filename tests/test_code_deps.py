@@ -64,7 +64,7 @@ def test_dvc_status_sees_an_edit_of_a_module_irreducible_loss_runs(tmp_path):
     _dvc(repo, "init", "--no-scm", "-q")
     _dvc(repo, "config", "core.analytics", "false")
     for path in ("models/holdout.pt", "data/split/train.txt", "data/medians/meta.json",
-                 "data/irreducible_loss/losses.npy"):
+                 "data/irreducible_loss/losses.npy", "data/netcdf/index.csv"):
         (repo / path).parent.mkdir(parents=True, exist_ok=True)
         (repo / path).write_text(f"stand-in for {path}\n")
     _dvc(repo, "commit", "-f", "-q", "irreducible_loss")  # records the stage's deps as they are now
