@@ -113,8 +113,8 @@ def test_every_exception_pickles_with_its_message(cls):
 #: Every exception class of the package: a new one must be added here (and so to the pickling test).
 EXCEPTIONS = {"ChecksumMismatch", "DatasetError", "DemError", "DownloadError", "EvaluateError", "FetchError",
               "GridError", "HubError", "InvalidPatch", "LabelSetError", "MediansError", "NoMatchingPatches",
-              "NotFound", "ParamsError", "PatchTableError", "PredictError", "ReportError", "RuleError",
-              "SelectionError", "SplitError", "StoreError", "TileYearError"}
+              "NotFound", "ParamsError", "ParcelNoiseError", "ParcelsError", "PatchTableError", "PredictError",
+              "ReportError", "RuleError", "SelectionError", "SplitError", "StoreError", "SweepError", "TileYearError"}
 
 
 def test_the_exception_list_is_complete():
