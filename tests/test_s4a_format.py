@@ -111,10 +111,10 @@ def test_every_exception_pickles_with_its_message(cls):
 
 
 #: Every exception class of the package: a new one must be added here (and so to the pickling test).
-EXCEPTIONS = {"ChecksumMismatch", "DatasetError", "DemError", "DownloadError", "EvaluateError", "FetchError",
+EXCEPTIONS = {"ChecksumMismatch", "DatasetError", "DemError", "DownloadError", "EvaluateError", "FetchError", "GpusBusy",
               "GridError", "HubError", "InvalidPatch", "LabelSetError", "MediansError", "NoMatchingPatches",
               "NotFound", "ParamsError", "ParcelNoiseError", "ParcelsError", "PatchTableError", "PredictError",
-              "ReportError", "RuleError", "SelectionError", "SplitError", "StoreError", "SweepError", "TileYearError"}
+              "ReportError", "RuleError", "SelectionError", "SplitError", "StepFailed", "StoreError", "SweepError", "TileYearError"}
 
 
 def test_the_exception_list_is_complete():
