@@ -112,7 +112,9 @@ def main() -> int:
     grid = interleave(per_regime) if args.interleave else [point for regime in per_regime for point in regime]
     if args.executor == "dask":
         from cropseg.sweep.points import from_overrides
-        return sweep_cli.run(from_overrides(grid, [args.target] if args.target else []), args, prefix=names[0] if len(names) == 1 else "grid")
+
+        prefix = names[0] if len(names) == 1 else "grid"  # experiment names: <prefix>-<content hash>
+        return sweep_cli.run(from_overrides(grid, [args.target] if args.target else []), args, prefix=prefix)
     for point in grid:
         command = queue_command(point, args.target)
         print(shlex.join(command), flush=True)
