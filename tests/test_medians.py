@@ -334,6 +334,20 @@ def test_a_file_without_labels_and_parcels_gets_the_same_medians_and_zero_labels
         compute_patch(nothing, Medians(bands=["B05"], window=61))
 
 
+def test_an_unlabelled_copy_of_a_file_written_like_the_authors_keeps_its_medians(tmp_path):
+    """Outside evidence: a tests/data/s4a file (written with xarray as the S4A authors wrote theirs, not by
+    this project's generator), its labels and parcels removed, gives the same medians and zero labels."""
+    fixture = sorted((Path(__file__).parent / "data" / "s4a").rglob("*.nc"))[0]
+    copy = tmp_path / fixture.name
+    copy.write_bytes(fixture.read_bytes())
+    params = Medians(bands=["B02", "B08"], window=61)
+    labelled = compute_patch(copy, params)
+    unlabelled = compute_patch(_strip_groups(copy, ("labels", "parcels")), params)
+    assert labelled.labels.any() and not unlabelled.labels.any()
+    np.testing.assert_array_equal(unlabelled.medians, labelled.medians)
+    assert (unlabelled.size, unlabelled.year) == (labelled.size, labelled.year)
+
+
 def test_params_validation():
     with pytest.raises(ParamsError, match="medians.bands"):
         parse_params({"medians": {"bands": ["B02", "B13"]}})

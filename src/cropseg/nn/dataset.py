@@ -200,9 +200,10 @@ class SubPatchDataset(Dataset):
         y = self.label_set.map(raw).astype(np.int64)
         if self.noise_shift is not None:
             y = relabel(y, self.noise_shift[index][:, None, None], self.label_set.n_classes)
-        for row, sample in enumerate(index.tolist()):
-            if sample in self.noisy_labels:
-                y[row] = self.noisy_labels[sample]
+        if self.noisy_labels:  # parcel noise only: no per-batch Python loop otherwise
+            for row, sample in enumerate(index.tolist()):
+                if sample in self.noisy_labels:
+                    y[row] = self.noisy_labels[sample]
         x *= np.float32(1.0 / self.normalize)
         return Batch(torch.from_numpy(index), torch.from_numpy(x), torch.from_numpy(y))
 
