@@ -11,7 +11,7 @@ import yaml
 from cropseg.sweep.cluster import read_slurm_config, slurm_cluster
 from cropseg.sweep.executor import SweepError, check_source
 from cropseg.sweep.points import Point, expand_command, expand_value, experiment_name, from_overrides, named
-from cropseg.sweep.shared import common_overrides, read_pipeline, shared_stages
+from cropseg.sweep.shared import common_overrides, read_pipeline, shared_stages, shared_steps
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "experiments"))
@@ -71,6 +71,33 @@ def test_shared_stages_of_a_grid_on_the_project_pipeline():
     assert "predict" not in shared_stages(stages, with_predict)
     with pytest.raises(ValueError, match="no stage 'nope' in dvc.yaml"):
         shared_stages(stages, from_overrides([{}], targets=["nope"]))
+
+
+def test_shared_steps_group_the_points_of_a_replicate():
+    """A grid of replicates shares no data stage across every point, but each replicate's points share theirs."""
+    stages = read_pipeline(REPO / "dvc.yaml")
+    config = grid.load_regimes()
+    # 2 regimes x 2 replicates x 2 methods: the data stages once per replicate (2 groups of 4), the IL
+    # model once per replicate and regime (4 groups of 2), train and evaluate by every point itself
+    points = from_overrides([p for regime in ("realistic", "no_noise")
+                             for p in grid.points(regime, config, replicates=2, methods=["uniform", "rho_loss_b4"])])
+    steps = shared_steps(stages, points)
+    assert [step.stages for step in steps] == [("fetch_s4a", "fetch_dem", "medians", "split"),
+                                               ("train_holdout", "irreducible_loss")]
+    seed = {i: points[i].overrides["data.synthetic.seed"] for i in range(len(points))}
+    assert [[seed[i] for i in group] for group in steps[0].groups] == [["0"] * 4, ["1"] * 4]
+    assert steps[0].keys == ("data.synthetic.seed", "split.seed")
+    assert len(steps[1].groups) == 4 and all(len(group) == 2 for group in steps[1].groups)
+    for group in steps[1].groups:  # a group: one regime's replicate, both methods
+        assert {points[i].overrides["selection.method"] for i in group} == {"uniform", "rho_loss"}
+        assert len({(points[i].overrides["protocol.label_noise"], seed[i]) for i in group}) == 1
+    assert "protocol.label_noise" in steps[1].keys and "selection.method" not in steps[1].keys
+    assert shared_stages(stages, points) == []  # nothing is shared by every point
+    # one replicate of one regime: everything up to the IL model is one group of every point
+    one = from_overrides(grid.points("realistic", config, replicates=1, methods=["uniform", "rho_loss_b4"]))
+    assert [(s.stages[-1], s.groups, s.keys) for s in shared_steps(stages, one)] == [("irreducible_loss", ((0, 1),), ())]
+    # points that all differ in the data seed share nothing: no step
+    assert shared_steps(stages, from_overrides([{"data.synthetic.seed": s} for s in ("0", "1")])) == []
 
 
 def test_the_slurm_job_script_asks_for_the_configured_resources(tmp_path, monkeypatch):

@@ -1,9 +1,10 @@
 """A tiny grid on a Dask LocalCluster, as on a cluster: a bare git remote and a local-folder DVC remote.
 
-`experiments/grid.py tiny --executor dask` with 2 points (uniform and rho_loss, seed 0) on 2
-workers: the shared stages run once and are pushed with their run cache, each point is cloned
-from the bare repository into a worker's scratch space, restores the shared stages from the DVC
-remote, trains and evaluates, and pushes its experiment; the user's repository then holds the
+`experiments/grid.py tiny --executor dask` with 4 points (uniform and rho_loss, replicates 0 and 1)
+on 2 workers: the stages the points of a replicate share (data, split, IL model) run once per
+replicate and are pushed with their run cache, each point is cloned from the bare repository into a
+worker's scratch space, restores its replicate's shared stages from the DVC remote, trains and
+evaluates, and pushes its experiment; the user's repository then holds the
 pulled experiment refs and nothing else, and experiments/report.py builds the report from them.
 """
 
@@ -20,7 +21,7 @@ from tiny_pipeline import tiny_params
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-GRID = ["experiments/grid.py", "tiny", "--replicates", "1", "--methods", "uniform", "rho_loss_b2"]
+GRID = ["experiments/grid.py", "tiny", "--replicates", "2", "--methods", "uniform", "rho_loss_b2"]
 
 
 @pytest.fixture
@@ -60,12 +61,14 @@ def test_tiny_grid_runs_on_a_local_dask_cluster_and_reports(cloned_repo):
                     and ".dvc" not in p.parts)
     printed = _run(repo, env, sys.executable, *GRID, "--executor", "dask", "--workers", "2",
                    "--scratch", str(tmp / "scratch"))
-    assert "grid: shared stages first, once: fetch_s4a, fetch_dem, medians, split, train_holdout, " \
-           "irreducible_loss" in printed, printed
-    assert "grid: 2 run, 0 existed, 0 failed; 2 experiments pulled" in printed, printed
+    assert "grid: shared stages first, once per group of points that agree on data.synthetic.seed, holdout.seed, " \
+           "protocol.noise_seed, split.seed: fetch_s4a, fetch_dem, medians, split, train_holdout, irreducible_loss " \
+           "(2 group(s) of 2, 2 points)" in printed, printed
+    assert "(ran fetch_s4a, fetch_dem, medians, split, train_holdout, irreducible_loss)" in printed, printed
+    assert "grid: 4 run, 0 existed, 0 failed; 4 experiments pulled" in printed, printed
     # each point restored the shared stages from the run cache and ran only its own (train, evaluate)
     done = [line for line in printed.splitlines() if " done in " in line]
-    assert len(done) == 2 and all("; ran train, evaluate) on " in line for line in done), printed
+    assert len(done) == 4 and all("; ran train, evaluate) on " in line for line in done), printed
 
     # nothing in the workspace but the experiment refs; the workers' clones are gone
     after = sorted(p.relative_to(repo).as_posix() for p in repo.rglob("*") if ".git" not in p.parts
@@ -74,19 +77,19 @@ def test_tiny_grid_runs_on_a_local_dask_cluster_and_reports(cloned_repo):
     assert _run(repo, env, "git", "status", "--porcelain") == ""
     assert not list((tmp / "scratch").glob("cropseg-*"))
     names = _run(repo, env, "dvc", "exp", "list", "--name-only").split()
-    assert len(names) == 2 and all(name.startswith("tiny-") for name in names)
+    assert len(names) == 4 and all(name.startswith("tiny-") for name in names)
     remote_refs = _run(repo, env, "git", "ls-remote", "origin", "refs/exps/*")
     assert all(name in remote_refs for name in names)
     assert any((tmp / "dvc-store").rglob("*"))  # outputs and run cache went to the DVC remote
     assert (tmp / "dvc-store" / "runs").is_dir()
 
     printed = _run(repo, env, sys.executable, "experiments/report.py")
-    assert "2 runs in 1 regime(s), 0 left out" in printed, printed
+    assert "4 runs in 1 regime(s), 0 left out" in printed, printed
     summary = json.loads((repo / "metrics/comparison/summary.json").read_text())
     methods = {m["method"]: m for m in summary["regimes"][0]["methods"]}
     assert set(methods) == {"uniform", "rho_loss_b2"} and summary["regimes"][0]["regime"] == "tiny"
-    assert 0 <= methods["rho_loss_b2"]["means"]["auc"] <= 1 and methods["rho_loss_b2"]["replicates"] == [0]
+    assert 0 <= methods["rho_loss_b2"]["means"]["auc"] <= 1 and methods["rho_loss_b2"]["replicates"] == [0, 1]
 
     # running the same grid again submits nothing: both experiments exist (a failed one would be resubmitted)
     printed = _run(repo, env, sys.executable, *GRID, "--executor", "dask", "--workers", "1")
-    assert "grid: 0 run, 2 existed, 0 failed; 2 experiments pulled" in printed, printed
+    assert "grid: 0 run, 4 existed, 0 failed; 4 experiments pulled" in printed, printed

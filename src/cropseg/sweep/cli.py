@@ -11,7 +11,7 @@ from pathlib import Path
 from .cluster import dask_client
 from .executor import SweepError, run_grid
 from .points import Point, named
-from .shared import read_pipeline, shared_stages
+from .shared import read_pipeline, shared_steps
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,7 +36,12 @@ def run(points: Sequence[Point], args: argparse.Namespace, prefix: str) -> int:
         for point in points:
             print(f"{point.name}: dvc exp run --pull -n {point.name} {shlex.join(point.args())} "
                   f"{' '.join(point.targets)}")
-        print(f"shared stages, run once first: {', '.join(shared_stages(read_pipeline(Path('dvc.yaml')), points))}")
+        steps = shared_steps(read_pipeline(Path("dvc.yaml")), points)
+        for step in steps:
+            print(f"shared stages, run first once per group of points ({len(step.groups)} group(s); points agree on "
+                  f"{', '.join(step.keys) or 'everything those stages read'}): {', '.join(step.stages)}")
+        if not steps:
+            print("shared stages: none (every point runs the whole pipeline itself)")
         return 0
     try:
         with dask_client(address=args.scheduler, slurm=args.slurm, workers=args.workers) as client:

@@ -6,8 +6,9 @@ The steps, each DVC's own:
    workspace, which must be on the git remote the workers clone (``origin``), with a default DVC
    remote in the committed ``.dvc/config``. A queued experiment could carry uncommitted changes; a
    clone on another machine cannot, so they are an error, not silently left out.
-2. **Shared stages first** (:mod:`cropseg.sweep.shared`): one task runs the stages every point
-   shares and pushes them with their run cache (``dvc push --run-cache``); every point's
+2. **Shared stages first** (:mod:`cropseg.sweep.shared`): one task per group of points runs the
+   stages those points share (the whole grid, or each replicate's data stages when the grid varies
+   the data seed) and pushes them with their run cache (``dvc push --run-cache``); every point's
    ``dvc exp run --pull`` then restores them from the remote instead of computing them again.
 3. **One task per point** (:func:`cropseg.sweep.task.run_experiment`): clone, ``dvc exp run
    --pull -n NAME -S ...``, ``dvc exp push origin NAME``. Points whose experiment already exists
@@ -30,7 +31,7 @@ from typing import Any
 
 from . import task as task_module
 from .points import Point, named
-from .shared import common_overrides, read_pipeline, shared_stages
+from .shared import SharedStep, common_overrides, read_pipeline, shared_steps
 
 
 class SweepError(RuntimeError):
@@ -55,7 +56,7 @@ class GridResult:
     done: list[dict] = field(default_factory=list)
     failed: list[dict] = field(default_factory=list)
     existing: list[str] = field(default_factory=list)
-    shared: dict | None = None
+    shared: list[dict] = field(default_factory=list)
     pulled: list[str] = field(default_factory=list)
 
 
@@ -150,18 +151,8 @@ def run_grid(points: Sequence[Point], client: Any, *, repo: Path = Path("."), re
     _register_task_by_value()
 
     if todo:
-        stages = shared_stages(read_pipeline(repo / "dvc.yaml"), points)
-        if stages:
-            log(f"grid: shared stages first, once: {', '.join(stages)}")
-            shared = Point(common_overrides(points), tuple(stages), "")
-            outcome = client.submit(task_module.run_experiment, _job(source, shared, "run-cache", scratch, keep),
-                                    pure=False, retries=retries).result()
-            result.shared = outcome
-            if not outcome["ok"]:
-                raise SweepError(f"the shared stages ({', '.join(stages)}) failed on {outcome['host']}: "
-                                 f"{outcome['error']}\n{outcome['log']}")
-            log(f"grid: shared stages pushed with their run cache in {outcome['total_s']:.1f} s "
-                f"(ran {', '.join(outcome['ran']) or 'nothing: all restored from the run cache'})")
+        for step in shared_steps(read_pipeline(repo / "dvc.yaml"), points):
+            result.shared.extend(_run_shared_step(step, points, client, source, scratch, keep, retries, log))
 
         futures = {client.submit(task_module.run_experiment, _job(source, p, "experiment", scratch, keep),
                                  pure=False, retries=retries, key=f"cropseg-{p.name}-{time.time_ns()}"): p
@@ -188,6 +179,34 @@ def run_grid(points: Sequence[Point], client: Any, *, repo: Path = Path("."), re
             raise SweepError(f"`dvc exp pull {remote}` failed: {pulled.stderr.strip() or pulled.stdout.strip()}")
         result.pulled = names
     return result
+
+
+def _run_shared_step(step: SharedStep, points: Sequence[Point], client: Any, source: Source, scratch: str | None,
+                     keep: bool, retries: int, log: Callable[[str], None]) -> list[dict]:
+    """One task per group of the step, side by side: each runs the step's stages on the overrides its points
+    share and pushes them with their run cache. Waits for all; a failed group is a :class:`SweepError`."""
+    stages = ", ".join(step.stages)
+    if len(step.groups) == 1 and len(step.groups[0]) == len(points):
+        log(f"grid: shared stages first, once: {stages}")
+    else:
+        log(f"grid: shared stages first, once per group of points that agree on {', '.join(step.keys)}: {stages} "
+            f"({len(step.groups)} group(s) of {', '.join(str(len(g)) for g in step.groups)} points)")
+    futures = [client.submit(task_module.run_experiment,
+                             _job(source, Point(common_overrides([points[i] for i in group]), step.stages, ""),
+                                  "run-cache", scratch, keep), pure=False, retries=retries)
+               for group in step.groups]
+    outcomes = [future.result() for future in futures]
+    failed = [(group, o) for group, o in zip(step.groups, outcomes) if not o["ok"]]
+    if failed:
+        group, outcome = failed[0]
+        raise SweepError(f"the shared stages ({stages}) of the group {common_overrides([points[i] for i in group])} "
+                         f"failed on {outcome['host']}: {outcome['error']}\n{outcome['log']}")
+    seconds = ", ".join(f"{o['total_s']:.1f}" for o in outcomes)
+    ran = sorted({stage for o in outcomes for stage in o["ran"]},
+                 key=lambda stage: step.stages.index(stage) if stage in step.stages else len(step.stages))
+    log(f"grid: shared stages pushed with their run cache in {seconds} s "
+        f"(ran {', '.join(ran) or 'nothing: all restored from the run cache'})")
+    return outcomes
 
 
 def _seconds(value: float | None) -> str:

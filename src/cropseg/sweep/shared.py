@@ -7,6 +7,13 @@ exactly those, hands each point the one result (``dvc exp run --pull`` restores 
 run cache of the DVC remote instead of running it). The dependency graph comes from ``dvc.yaml``
 itself: a stage depends on another when one of its ``deps`` is, or lies under, one of the other's
 outputs (``outs``, ``metrics``, ``plots``).
+
+The same rule, applied to groups of points instead of the whole grid, gives the shared *steps*
+(:func:`shared_steps`): a grid of replicates varies the data seed, so no data stage is shared by
+every point, but the points of one replicate share its fetch, medians and split. Each step is the
+stages that split the points into the same groups (the points that agree on every varied key those
+stages read), run once per group of two or more points; coarser steps (fewer groups) run first,
+since a stage's groups are never finer than those of the stages downstream of it.
 """
 
 from __future__ import annotations
@@ -96,18 +103,63 @@ def reads(stage: PipelineStage, key: str) -> bool:
     return any(key == p or key.startswith(p + ".") or p.startswith(key + ".") for p in stage.params)
 
 
-def shared_stages(stages: Mapping[str, PipelineStage], points: Sequence[Point]) -> list[str]:
-    """The stages every point runs on the same params and inputs, in ``dvc.yaml`` order.
-
-    Only stages some point runs count (its targets and their upstream; no target: all stages).
-    """
-    parents = upstream(stages)
+def _needed(stages: Mapping[str, PipelineStage], points: Sequence[Point],
+            parents: Mapping[str, set[str]]) -> set[str]:
+    """The stages some point runs (its targets and their upstream; no target: all), after checking the targets."""
     for point in points:
         unknown = [t for t in point.targets if t not in stages]
         if unknown:
             raise ValueError(f"point {point.name or dict(point.overrides)}: no stage {unknown[0]!r} in dvc.yaml "
                              f"(stages: {', '.join(stages)})")
-    needed = set().union(*(_closure(p.targets or list(stages), parents) for p in points)) if points else set()
-    varying = varying_keys(points)
-    affected = {name for name, stage in stages.items() if any(reads(stage, key) for key in varying)}
-    return [name for name in stages if name in needed and not (_closure([name], parents) & affected)]
+    return set().union(*(_closure(p.targets or list(stages), parents) for p in points)) if points else set()
+
+
+@dataclass(frozen=True)
+class SharedStep:
+    """Stages that groups of points run on the same params and inputs: one task per group, before the points.
+
+    ``groups`` holds indices into the grid's points (each group two or more points; a point alone in
+    its group runs the stages itself), ``keys`` the varied keys the stages read (empty: every point
+    is in the one group)."""
+
+    stages: tuple[str, ...]
+    groups: tuple[tuple[int, ...], ...]
+    keys: tuple[str, ...]
+
+
+def shared_steps(stages: Mapping[str, PipelineStage], points: Sequence[Point]) -> list[SharedStep]:
+    """The stages worth running once per group of points before the grid, coarsest groups first.
+
+    A stage is grouped by the values the points give to the varied keys it or any upstream stage
+    reads; stages with the same grouping form one step. Groupings where every point is alone are
+    left out. Stages appear in ``dvc.yaml`` order within a step."""
+    parents = upstream(stages)
+    needed = _needed(stages, points, parents)
+    varying = sorted(varying_keys(points))
+    by_partition: dict[tuple[tuple[int, ...], ...], tuple[list[str], set[str]]] = {}
+    for name in stages:
+        if name not in needed:
+            continue
+        closure = _closure([name], parents)
+        keys = [key for key in varying if any(reads(stages[other], key) for other in closure)]
+        groups: dict[tuple, list[int]] = {}
+        for index, point in enumerate(points):
+            groups.setdefault(tuple(point.overrides.get(key) for key in keys), []).append(index)
+        partition = tuple(tuple(group) for group in groups.values())
+        names, read = by_partition.setdefault(partition, ([], set()))
+        names.append(name)
+        read.update(keys)
+    steps = [SharedStep(tuple(names), tuple(g for g in partition if len(g) > 1), tuple(sorted(read)))
+             for partition, (names, read) in by_partition.items() if any(len(g) > 1 for g in partition)]
+    return sorted(steps, key=lambda step: _group_count(step, len(points)))  # stable: dvc.yaml order kept
+
+
+def _group_count(step: SharedStep, n_points: int) -> int:
+    """How many groups the step splits the grid into, the points alone in theirs counted too."""
+    return len(step.groups) + n_points - sum(len(group) for group in step.groups)
+
+
+def shared_stages(stages: Mapping[str, PipelineStage], points: Sequence[Point]) -> list[str]:
+    """The stages every point runs on the same params and inputs (the step of one group), in ``dvc.yaml`` order."""
+    return [name for step in shared_steps(stages, points)
+            if len(step.groups) == 1 and len(step.groups[0]) == len(points) for name in step.stages]
