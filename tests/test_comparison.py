@@ -14,7 +14,7 @@ from scipy import stats
 from cropseg.compare.experiments import Experiment, ReportError
 from cropseg.compare.report import write_report
 from cropseg.compare.runs import config_namers, read_runs, regime_key, runs_table
-from cropseg.compare.statistics import first_reach, holm, paired, sign_flip_p, speedup
+from cropseg.compare.statistics import first_reach, holm, holm_floor, paired, sign_flip_p, smallest_p, speedup
 from cropseg.compare.verdicts import build, judge
 from cropseg.core.params import flatten
 from cropseg.evaluate.curve_area import auc
@@ -65,6 +65,17 @@ def test_paired_t_interval_and_holm():
     assert holm([0.2, 0.01]) == pytest.approx([0.2, 0.02])
     assert judge(paired(np.full(8, 0.9) + np.arange(8) * 1e-3, np.full(8, 0.8)), 0.01) == "gain"
     assert judge(result, 0.3) == "no significant difference"
+    # what n replicates can decide: the exact test's floor (every difference the same sign), times the family
+    for n in (3, 5, 7, 8):
+        assert sign_flip_p(np.linspace(0.01, 0.02, n)) == pytest.approx(smallest_p(n)) == pytest.approx(2 / 2 ** n)
+    assert holm_floor(5, 2) == pytest.approx(0.125) and holm_floor(7, 2) == pytest.approx(0.03125)
+    assert holm_floor(8, 6) == pytest.approx(0.046875) and holm_floor(3, 6) == 1.0
+    assert holm([smallest_p(5)] * 2) == pytest.approx([holm_floor(5, 2)] * 2)
+    five = paired(np.full(5, 0.9) + np.arange(5) * 1e-3, np.full(5, 0.8))  # a large, consistent gain on 5 pairs
+    assert judge(five, holm_floor(5, 2), holm_floor(5, 2)) == "undecidable"
+    assert judge(five, holm_floor(5, 1), holm_floor(5, 1)) == "undecidable"  # 0.0625: even one test cannot
+    seven = paired(np.full(7, 0.9) + np.arange(7) * 1e-3, np.full(7, 0.8))
+    assert judge(seven, holm_floor(7, 2), holm_floor(7, 2)) == "gain"
 
 
 def _experiment(method: str, block: int, replicate: int, f1: list[float], *, noisy: float = 0.2, union=False,
@@ -144,6 +155,16 @@ def test_verdicts_compare_with_uniform_and_the_best_equal_information_baseline(t
     report = (tmp_path / "out/report.md").read_text()
     assert "| rho_loss (block 4) | 8 |" in report and "IL model itself" in report
     assert "Best equal-information baseline (highest mean AUC): **uniform on train + holdout**" in report
+    assert "Primary family: 2 comparison(s), Holm-corrected; with 8 replicates the smallest p_Holm any of them " \
+           "can reach is 0.016." in report
+    assert "AUC vs uniform: gain (" in report
+    # 5 replicates cannot decide anything with an exact test: the report says so instead of "no difference"
+    (five,) = build(runs_table(_grid_of_runs(5)))
+    assert five.floor(5) == pytest.approx(0.125) and five.family == 2
+    write_report(runs_table(_grid_of_runs(5)), [five], [], tmp_path / "five", "test")
+    report = (tmp_path / "five/report.md").read_text()
+    assert "AUC vs uniform: undecidable with 5 replicates (p_Holm cannot fall below 0.125)" in report
+    assert "no verdict is possible here, whatever the data" in report and "**" not in report.split("|---|")[1]
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
         "parcel_noise_20_similar_crops_noisy_holdout_curves.png", "report.md", "runs.csv", "summary.json"]
     # the committed table alone gives the same report, to the last digit

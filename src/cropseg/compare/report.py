@@ -75,8 +75,8 @@ def verdicts(regime: RegimeResult) -> list[str]:
     for m in regime.methods:
         if not m.vs_best:
             continue
-        against_uniform = judge(m.vs_uniform["auc"], m.holm.get("vs_uniform.auc", math.nan))
-        against_best = judge(m.vs_best["auc"], m.holm.get("vs_best.auc", math.nan))
+        against_uniform = _verdict(m.vs_uniform["auc"], m.holm.get("vs_uniform.auc", math.nan), regime)
+        against_best = _verdict(m.vs_best["auc"], m.holm.get("vs_best.auc", math.nan), regime)
         out.append(f"- **{m.label}**: AUC vs uniform: {against_uniform} ({m.vs_uniform['auc'].text()}, "
                    f"p_Holm={_p(m.holm.get('vs_uniform.auc'))}); vs the best equal-information baseline ({best}): "
                    f"AUC {against_best} ({m.vs_best['auc'].text()}, p_Holm={_p(m.holm.get('vs_best.auc'))}), "
@@ -85,6 +85,23 @@ def verdicts(regime: RegimeResult) -> list[str]:
                    f"speed-up {_speed(m.speedups['seen'])} in samples seen, {_speed(m.speedups['wall_il'])} "
                    f"in wall time with the IL model.")
     return out
+
+
+def _verdict(value: Paired, adjusted: float, regime: RegimeResult) -> str:
+    verdict = judge(value, adjusted, regime.floor(value.n))
+    if verdict == "undecidable":
+        return f"undecidable with {value.n} replicates (p_Holm cannot fall below {regime.floor(value.n):.3f})"
+    return verdict
+
+
+def power_line(regime: RegimeResult) -> str:
+    """What the replicates can decide: the smallest p_Holm of the regime's primary family."""
+    n = min((len(m.replicates) for m in regime.methods), default=0)
+    floor = regime.floor(n)
+    line = (f"Primary family: {regime.family} comparison(s), Holm-corrected; with {n} replicates the smallest "
+            f"p_Holm any of them can reach is {floor:.3f}")
+    return line + (f", not below {ALPHA}: no verdict is possible here, whatever the data; the intervals show "
+                   "the size of the differences." if floor >= ALPHA else ".")
 
 
 def markdown(regimes: list[RegimeResult], skipped: list[str], command: str, runs: int) -> str:
@@ -96,9 +113,9 @@ def markdown(regimes: list[RegimeResult], skipped: list[str], command: str, runs
            "sign-flip permutation p-value. Primary comparisons (every RHO-Loss variant's AUC against uniform "
            "and against the best equal-information baseline) carry p_Holm, Holm-corrected within the regime; "
            f"**bold**: the interval excludes 0 and p_Holm < {ALPHA}. Secondary differences carry the raw "
-           "p (p_raw), uncorrected, descriptive only. With 5 replicates the smallest possible "
-           "p is 0.0625, so a 5-replicate regime cannot show a significant difference; its intervals still "
-           "show the size of one. AUC: area under the test weighted-F1 curve over the whole budget "
+           "p (p_raw), uncorrected, descriptive only. With n replicates the smallest possible "
+           "p is 2/2^n (0.0625 for 5, 0.0156 for 7), times the family size after Holm; each regime says what "
+           "its replicates can decide. AUC: area under the test weighted-F1 curve over the whole budget "
            "(normalised by the budget). Speed-up: cost for the method to reach uniform's final mean weighted "
            "F1 relative to uniform's, in samples seen (gradient steps' samples), forward passes (training and "
            "scoring), wall time, and those two with the IL model's training and scoring pass added; "
@@ -113,6 +130,8 @@ def markdown(regimes: list[RegimeResult], skipped: list[str], command: str, runs
         if regime.best_baseline:
             out += [f"Best equal-information baseline (highest mean AUC): "
                     f"**{regime.method(regime.best_baseline).label}**.", ""]
+        if regime.family:
+            out += [power_line(regime), ""]
         out += verdicts(regime) + [""]
         out += [f"![curves]({slug(regime.name)}_curves.png)", ""]
     if skipped:

@@ -10,6 +10,9 @@ holdout, the IL filter, selection by irreducible loss alone), the one with the h
 and the final F1 difference to the IL model itself. The primary comparisons (RHO-Loss's AUC against
 uniform and against the best baseline) are Holm-corrected within the regime; a difference is called
 a gain (or a loss) only where its interval excludes 0 *and* its Holm-adjusted p is below 0.05.
+Where the replicates are too few for that to be possible at all (the exact test's smallest p times
+the family size is not below 0.05: 5 replicates and 2 tests), the verdict says *undecidable*, not
+"no significant difference", which would read as evidence of no effect.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from .runs import curves
-from .statistics import Paired, holm, paired, speedup
+from .statistics import Paired, holm, holm_floor, paired, speedup
 
 REFERENCE = "uniform"
 ALPHA = 0.05
@@ -70,13 +73,18 @@ class RegimeResult:
     best_baseline: str | None
     il_model: dict[str, float]
     curves: dict[str, np.ndarray]  # method -> (replicates, points) weighted F1
+    family: int = 0  # primary comparisons, Holm-corrected together
+
+    def floor(self, n_pairs: int) -> float:
+        """The smallest p_Holm a primary comparison on ``n_pairs`` replicates can reach in this regime."""
+        return holm_floor(n_pairs, self.family)
 
     def method(self, name: str) -> MethodResult:
         return next(m for m in self.methods if m.name == name)
 
     def as_dict(self) -> dict[str, Any]:
         return {"regime": self.name, "label": self.label, "grid": self.grid.tolist(), "best_baseline": self.best_baseline,
-                "il_model": self.il_model, "methods": [m.as_dict() for m in self.methods]}
+                "il_model": self.il_model, "primary_family": self.family, "methods": [m.as_dict() for m in self.methods]}
 
 
 def is_baseline(run: pd.Series) -> bool:
@@ -86,9 +94,13 @@ def is_baseline(run: pd.Series) -> bool:
         or method == "irreducible"
 
 
-def judge(p: Paired, adjusted: float) -> str:
+def judge(p: Paired, adjusted: float, floor: float = 0.0) -> str:
+    """``gain``, ``loss``, ``no significant difference``, ``undecidable`` (``floor``, the smallest
+    p_Holm these replicates can give, is not below ALPHA) or ``not tested``."""
     if p.n < 2 or math.isnan(adjusted):
         return "not tested"
+    if floor >= ALPHA:
+        return "undecidable"
     if p.excludes_zero and adjusted < ALPHA:
         return "gain" if p.mean > 0 else "loss"
     return "no significant difference"
@@ -131,9 +143,9 @@ def regime_result(name: str, table: pd.DataFrame) -> RegimeResult:
         if result.uses_il and not result.baseline and best is not None:
             result.vs_best = _compare(runs, by_method[best])
             result.vs_il_model = paired(runs["final_weighted_f1"].to_numpy(), runs["il_model_weighted_f1"].to_numpy())
-    _holm(results)
+    family = _holm(results)
     label = str(table["regime_label"].iloc[0])
-    return RegimeResult(name, label, grid, results, best, il_model, curve_of)
+    return RegimeResult(name, label, grid, results, best, il_model, curve_of, family)
 
 
 def _compare(runs: pd.DataFrame, other: pd.DataFrame) -> dict[str, Paired]:
@@ -141,8 +153,9 @@ def _compare(runs: pd.DataFrame, other: pd.DataFrame) -> dict[str, Paired]:
     return {key: paired(runs.loc[both, column].to_numpy(), other.loc[both, column].to_numpy()) for key, column in METRICS}
 
 
-def _holm(results: list[MethodResult]) -> None:
-    """Holm over the regime's primary family, written back as ``holm["vs_uniform.auc"]`` / ``["vs_best.auc"]``.
+def _holm(results: list[MethodResult]) -> int:
+    """Holm over the regime's primary family, written back as ``holm["vs_uniform.auc"]`` / ``["vs_best.auc"]``;
+    returns the family's size.
 
     The family: the AUC difference of every method that uses the IL model's scores (RHO-Loss) to
     uniform and to the best equal-information baseline. The other p-values (final F1, the baselines
@@ -152,6 +165,7 @@ def _holm(results: list[MethodResult]) -> None:
              for kind, values in (("vs_uniform", m.vs_uniform), ("vs_best", m.vs_best))]
     for (method, key, _), adjusted in zip(tests, holm([p for _, _, p in tests])):
         method.holm[key] = adjusted
+    return sum(not math.isnan(p) for _, _, p in tests)
 
 
 def build(table: pd.DataFrame) -> list[RegimeResult]:
