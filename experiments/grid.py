@@ -1,7 +1,7 @@
 """Queue a comparison grid through DVC: one experiment per regime x method x replicate.
 
     python experiments/grid.py realistic              # 7 methods x 8 replicates (experiments/regimes.yaml)
-    python experiments/grid.py all                    # every regime but tiny (161 experiments, ~2 h 45 min on 2 cores)
+    python experiments/grid.py all                    # every regime but tiny (161 experiments, ~2 h 30 min on 2 cores)
     python experiments/grid.py realistic --dry-run    # print the `dvc exp run --queue` commands only
     dvc queue start -j 2 && dvc queue status          # run them (2 workers), then:
     python experiments/report.py                      # -> metrics/comparison/
