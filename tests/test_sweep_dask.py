@@ -90,6 +90,6 @@ def test_tiny_grid_runs_on_a_local_dask_cluster_and_reports(cloned_repo):
     assert set(methods) == {"uniform", "rho_loss_b2"} and summary["regimes"][0]["regime"] == "tiny"
     assert 0 <= methods["rho_loss_b2"]["means"]["auc"] <= 1 and methods["rho_loss_b2"]["replicates"] == [0, 1]
 
-    # running the same grid again submits nothing: both experiments exist (a failed one would be resubmitted)
+    # running the same grid again submits nothing: all four experiments exist (a failed one would be resubmitted)
     printed = _run(repo, env, sys.executable, *GRID, "--executor", "dask", "--workers", "1")
     assert "grid: 0 run, 4 existed, 0 failed; 4 experiments pulled" in printed, printed
