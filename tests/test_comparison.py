@@ -12,9 +12,9 @@ import yaml
 from scipy import stats
 
 from cropseg.compare.experiments import Experiment, ReportError
-from cropseg.compare.report import write_report
+from cropseg.compare.report import markdown, write_report
 from cropseg.compare.runs import config_namers, read_runs, regime_key, runs_table
-from cropseg.compare.statistics import first_reach, holm, holm_floor, paired, sign_flip_p, smallest_p, speedup
+from cropseg.compare.statistics import first_reach, holm, paired, sign_flip_p, smallest_p, speedup
 from cropseg.compare.verdicts import build, judge
 from cropseg.core.params import flatten
 from cropseg.evaluate.curve_area import auc
@@ -68,14 +68,17 @@ def test_paired_t_interval_and_holm():
     # what n replicates can decide: the exact test's floor (every difference the same sign), times the family
     for n in (3, 5, 7, 8):
         assert sign_flip_p(np.linspace(0.01, 0.02, n)) == pytest.approx(smallest_p(n)) == pytest.approx(2 / 2 ** n)
-    assert holm_floor(5, 2) == pytest.approx(0.125) and holm_floor(7, 2) == pytest.approx(0.03125)
-    assert holm_floor(8, 6) == pytest.approx(0.046875) and holm_floor(3, 6) == 1.0
-    assert holm([smallest_p(5)] * 2) == pytest.approx([holm_floor(5, 2)] * 2)
+    def floor(n: int, family: int) -> float:  # the smallest p_Holm of a family of exact tests on n pairs each
+        return holm([smallest_p(n)] * family)[0]
+
+    assert floor(5, 2) == pytest.approx(0.125) and floor(7, 2) == pytest.approx(0.03125)
+    assert floor(8, 6) == pytest.approx(0.046875) and floor(3, 6) == 1.0
+    assert holm([smallest_p(8), smallest_p(6)]) == pytest.approx([0.015625, 0.03125])  # unequal pairs: per test
     five = paired(np.full(5, 0.9) + np.arange(5) * 1e-3, np.full(5, 0.8))  # a large, consistent gain on 5 pairs
-    assert judge(five, holm_floor(5, 2), holm_floor(5, 2)) == "undecidable"
-    assert judge(five, holm_floor(5, 1), holm_floor(5, 1)) == "undecidable"  # 0.0625: even one test cannot
+    assert judge(five, floor(5, 2), floor(5, 2)) == "undecidable"
+    assert judge(five, floor(5, 1), floor(5, 1)) == "undecidable"  # 0.0625: even one test cannot
     seven = paired(np.full(7, 0.9) + np.arange(7) * 1e-3, np.full(7, 0.8))
-    assert judge(seven, holm_floor(7, 2), holm_floor(7, 2)) == "gain"
+    assert judge(seven, floor(7, 2), floor(7, 2)) == "gain"
 
 
 def _experiment(method: str, block: int, replicate: int, f1: list[float], *, noisy: float = 0.2, union=False,
@@ -159,12 +162,25 @@ def test_verdicts_compare_with_uniform_and_the_best_equal_information_baseline(t
            "can reach is 0.016." in report
     assert "AUC vs uniform: gain (" in report
     # 5 replicates cannot decide anything with an exact test: the report says so instead of "no difference"
-    (five,) = build(runs_table(_grid_of_runs(5)))
-    assert five.floor(5) == pytest.approx(0.125) and five.family == 2
-    write_report(runs_table(_grid_of_runs(5)), [five], [], tmp_path / "five", "test")
+    five_table = runs_table(_grid_of_runs(5))
+    (five,) = build(five_table)
+    rho5 = five.method("rho_loss (block 4)")
+    assert rho5.floor == pytest.approx({"vs_uniform.auc": 0.125, "vs_best.auc": 0.125}) and five.family == 2
+    write_report(five_table, [five], [], tmp_path / "five", "test")
     report = (tmp_path / "five/report.md").read_text()
     assert "AUC vs uniform: undecidable with 5 replicates (p_Holm cannot fall below 0.125)" in report
-    assert "no verdict is possible here, whatever the data" in report and "**" not in report.split("|---|")[1]
+    table_rows = [line for line in report.splitlines() if line.startswith("| ")]
+    assert len(table_rows) == 7 and not any("**" in line for line in table_rows)
+    assert "no verdict is possible here, whatever the data" in report
+    # a missing run: 8 replicates against uniform, 6 against the best baseline; each comparison its own floor
+    uneven = runs_table([r for r in _grid_of_runs(8) if not (r.params["train.seed"] in (6, 7)
+                                                                 and r.params["protocol.train_on_holdout"])])
+    (regime8,) = build(uneven)
+    rho8 = regime8.method("rho_loss (block 4)")
+    assert (rho8.vs_uniform["auc"].n, rho8.vs_best["auc"].n) == (8, 6)
+    assert rho8.floor == pytest.approx({"vs_uniform.auc": 2 * 2 / 2 ** 8, "vs_best.auc": 2 / 2 ** 6})
+    assert "with 6 to 8 replicates the smallest p_Holm any of them can reach is 0.016 to 0.031." in \
+        markdown([regime8], [], "test", len(uneven))
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
         "parcel_noise_20_similar_crops_noisy_holdout_curves.png", "report.md", "runs.csv", "summary.json"]
     # the committed table alone gives the same report, to the last digit

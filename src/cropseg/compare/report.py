@@ -75,8 +75,8 @@ def verdicts(regime: RegimeResult) -> list[str]:
     for m in regime.methods:
         if not m.vs_best:
             continue
-        against_uniform = _verdict(m.vs_uniform["auc"], m.holm.get("vs_uniform.auc", math.nan), regime)
-        against_best = _verdict(m.vs_best["auc"], m.holm.get("vs_best.auc", math.nan), regime)
+        against_uniform = _verdict(m, "vs_uniform.auc", m.vs_uniform["auc"])
+        against_best = _verdict(m, "vs_best.auc", m.vs_best["auc"])
         out.append(f"- **{m.label}**: AUC vs uniform: {against_uniform} ({m.vs_uniform['auc'].text()}, "
                    f"p_Holm={_p(m.holm.get('vs_uniform.auc'))}); vs the best equal-information baseline ({best}): "
                    f"AUC {against_best} ({m.vs_best['auc'].text()}, p_Holm={_p(m.holm.get('vs_best.auc'))}), "
@@ -87,21 +87,33 @@ def verdicts(regime: RegimeResult) -> list[str]:
     return out
 
 
-def _verdict(value: Paired, adjusted: float, regime: RegimeResult) -> str:
-    verdict = judge(value, adjusted, regime.floor(value.n))
+def _verdict(method: MethodResult, key: str, value: Paired) -> str:
+    floor = method.floor.get(key, 0.0)
+    verdict = judge(value, method.holm.get(key, math.nan), floor)
     if verdict == "undecidable":
-        return f"undecidable with {value.n} replicates (p_Holm cannot fall below {regime.floor(value.n):.3f})"
+        return f"undecidable with {value.n} replicates (p_Holm cannot fall below {floor:.3f})"
     return verdict
 
 
+def _span(values: list, fmt: str) -> str:
+    """``a`` or ``a to b`` for sorted distinct ``values``."""
+    first, last = fmt.format(values[0]), fmt.format(values[-1])
+    return first if first == last else f"{first} to {last}"
+
+
 def power_line(regime: RegimeResult) -> str:
-    """What the replicates can decide: the smallest p_Holm of the regime's primary family."""
-    n = min((len(m.replicates) for m in regime.methods), default=0)
-    floor = regime.floor(n)
-    line = (f"Primary family: {regime.family} comparison(s), Holm-corrected; with {n} replicates the smallest "
-            f"p_Holm any of them can reach is {floor:.3f}")
-    return line + (f", not below {ALPHA}: no verdict is possible here, whatever the data; the intervals show "
-                   "the size of the differences." if floor >= ALPHA else ".")
+    """What the replicates can decide: the smallest p_Holm each primary comparison can reach."""
+    family = [(m.floor[key], (m.vs_uniform if key.startswith("vs_uniform") else m.vs_best)["auc"].n)
+              for m in regime.methods for key in m.floor if not math.isnan(m.floor[key])]
+    floors, pairs = sorted({f for f, _ in family}), sorted({n for _, n in family})
+    line = (f"Primary family: {regime.family} comparison(s), Holm-corrected; with {_span(pairs, '{}')} replicates "
+            f"the smallest p_Holm any of them can reach is {_span(floors, '{:.3f}')}")
+    if floors[0] >= ALPHA:
+        return line + (f", not below {ALPHA}: no verdict is possible here, whatever the data; the intervals show "
+                       "the size of the differences.")
+    if floors[-1] >= ALPHA:
+        return line + f": those that cannot fall below {ALPHA} are undecidable."
+    return line + "."
 
 
 def markdown(regimes: list[RegimeResult], skipped: list[str], command: str, runs: int) -> str:
@@ -114,7 +126,7 @@ def markdown(regimes: list[RegimeResult], skipped: list[str], command: str, runs
            "and against the best equal-information baseline) carry p_Holm, Holm-corrected within the regime; "
            f"**bold**: the interval excludes 0 and p_Holm < {ALPHA}. Secondary differences carry the raw "
            "p (p_raw), uncorrected, descriptive only. With n replicates the smallest possible "
-           "p is 2/2^n (0.0625 for 5, 0.0156 for 7), times the family size after Holm; each regime says what "
+           "p is 2/2^n (0.0625 for 5, 0.0156 for 7), and Holm raises it with the family's size; each regime says what "
            "its replicates can decide. AUC: area under the test weighted-F1 curve over the whole budget "
            "(normalised by the budget). Speed-up: cost for the method to reach uniform's final mean weighted "
            "F1 relative to uniform's, in samples seen (gradient steps' samples), forward passes (training and "

@@ -79,12 +79,6 @@ def smallest_p(n_pairs: int) -> float:
     return 1.0 if n_pairs < 1 else min(1.0, 2.0 / 2 ** n_pairs)
 
 
-def holm_floor(n_pairs: int, family: int) -> float:
-    """The smallest Holm-adjusted p in a family of ``family`` such tests on ``n_pairs`` pairs each: the
-    first step multiplies the smallest p by the family size, and later steps never go below it."""
-    return min(1.0, max(family, 1) * smallest_p(n_pairs))
-
-
 def holm(p_values: list[float]) -> list[float]:
     """Holm's step-down adjusted p-values (NaN stays NaN and is not counted in the family)."""
     order = [i for i in np.argsort(p_values) if not math.isnan(p_values[i])]

@@ -10,9 +10,9 @@ holdout, the IL filter, selection by irreducible loss alone), the one with the h
 and the final F1 difference to the IL model itself. The primary comparisons (RHO-Loss's AUC against
 uniform and against the best baseline) are Holm-corrected within the regime; a difference is called
 a gain (or a loss) only where its interval excludes 0 *and* its Holm-adjusted p is below 0.05.
-Where the replicates are too few for that to be possible at all (the exact test's smallest p times
-the family size is not below 0.05: 5 replicates and 2 tests), the verdict says *undecidable*, not
-"no significant difference", which would read as evidence of no effect.
+Where the replicates are too few for that to be possible at all (Holm applied to the exact test's
+smallest p of every comparison is not below 0.05: 5 replicates and 2 tests), the verdict says
+*undecidable*, not "no significant difference", which would read as evidence of no effect.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from .runs import curves
-from .statistics import Paired, holm, holm_floor, paired, speedup
+from .statistics import Paired, holm, paired, smallest_p, speedup
 
 REFERENCE = "uniform"
 ALPHA = 0.05
@@ -52,6 +52,7 @@ class MethodResult:
     vs_best: dict[str, Paired] = field(default_factory=dict)
     vs_il_model: Paired | None = None
     holm: dict[str, float] = field(default_factory=dict)  # "vs_uniform.auc" -> adjusted p
+    floor: dict[str, float] = field(default_factory=dict)  # "vs_uniform.auc" -> smallest adjusted p reachable
 
     def as_dict(self) -> dict[str, Any]:
         def paired_dict(value: Paired) -> dict[str, float]:
@@ -61,7 +62,8 @@ class MethodResult:
                 "speedups": self.speedups, "baseline": self.baseline, "uses_il_model": self.uses_il,
                 "vs_uniform": {k: paired_dict(v) for k, v in self.vs_uniform.items()},
                 "vs_best_baseline": {k: paired_dict(v) for k, v in self.vs_best.items()},
-                "vs_il_model": paired_dict(self.vs_il_model) if self.vs_il_model else None, "holm": self.holm}
+                "vs_il_model": paired_dict(self.vs_il_model) if self.vs_il_model else None, "holm": self.holm,
+                "holm_floor": self.floor}
 
 
 @dataclass
@@ -74,10 +76,6 @@ class RegimeResult:
     il_model: dict[str, float]
     curves: dict[str, np.ndarray]  # method -> (replicates, points) weighted F1
     family: int = 0  # primary comparisons, Holm-corrected together
-
-    def floor(self, n_pairs: int) -> float:
-        """The smallest p_Holm a primary comparison on ``n_pairs`` replicates can reach in this regime."""
-        return holm_floor(n_pairs, self.family)
 
     def method(self, name: str) -> MethodResult:
         return next(m for m in self.methods if m.name == name)
@@ -154,18 +152,23 @@ def _compare(runs: pd.DataFrame, other: pd.DataFrame) -> dict[str, Paired]:
 
 
 def _holm(results: list[MethodResult]) -> int:
-    """Holm over the regime's primary family, written back as ``holm["vs_uniform.auc"]`` / ``["vs_best.auc"]``;
-    returns the family's size.
+    """Holm over the regime's primary family, written back as ``holm["vs_uniform.auc"]`` / ``["vs_best.auc"]``,
+    and the smallest adjusted p each comparison could reach (``floor``, same keys): Holm over every
+    comparison's smallest exact p (all pairs one sign), exact because Holm never falls when a p
+    rises, and right when comparisons have different numbers of pairs (a missing run). Returns the
+    family's size.
 
     The family: the AUC difference of every method that uses the IL model's scores (RHO-Loss) to
     uniform and to the best equal-information baseline. The other p-values (final F1, the baselines
     against uniform, the IL model) are secondary and shown unadjusted: with 8 replicates the smallest
     exact p is 2/256, so a family much larger than 6 could never reach 0.05 after correction."""
-    tests = [(m, f"{kind}.auc", values["auc"].p) for m in results if m.vs_best
+    tests = [(m, f"{kind}.auc", values["auc"]) for m in results if m.vs_best
              for kind, values in (("vs_uniform", m.vs_uniform), ("vs_best", m.vs_best))]
-    for (method, key, _), adjusted in zip(tests, holm([p for _, _, p in tests])):
-        method.holm[key] = adjusted
-    return sum(not math.isnan(p) for _, _, p in tests)
+    adjusted = holm([value.p for _, _, value in tests])
+    floors = holm([math.nan if math.isnan(value.p) else smallest_p(value.n) for _, _, value in tests])
+    for (method, key, _), p, floor in zip(tests, adjusted, floors):
+        method.holm[key], method.floor[key] = p, floor
+    return sum(not math.isnan(value.p) for _, _, value in tests)
 
 
 def build(table: pd.DataFrame) -> list[RegimeResult]:
