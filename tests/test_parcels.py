@@ -60,7 +60,13 @@ def test_seams_show_a_stitched_grid_and_not_a_seamless_map():
     assert inside_one.score().edge_rate == 1.0
     apart = SeamAccumulator(61)
     apart.add(stitched, np.arange(stitched.size).reshape(stitched.shape) + 1)  # every pixel its own parcel
+    assert clean.measurable() and seamed.measurable() and inside_one.measurable() and not apart.measurable()
     with pytest.raises(ValueError, match="no pixel pairs"):
         apart.score()
+    one_window = SeamAccumulator(61)  # a patch of one window has no grid line inside: nothing to measure
+    one_window.add(seamless[:61, :61])
+    assert not one_window.measurable() and not SeamAccumulator(61).measurable()
+    with pytest.raises(ValueError, match="no pixel pairs"):
+        one_window.score()
     with pytest.raises(ValueError, match="no class maps"):
         SeamAccumulator(61).score()

@@ -245,6 +245,23 @@ def test_folder_command_on_an_s4a_folder(world, tmp_path):
     assert bad.returncode == 1 and "predict: error:" in bad.stderr and "empty" in bad.stderr
 
 
+def test_patches_of_one_window_are_mapped_without_seam_numbers(world, tmp_path):
+    """A 61-px patch is one window: no sub-patch grid inside it, so no seams to measure (not a crash)."""
+    root, _, _ = world
+    fetch_s4a(tiny_data(patches=2, patch_size=61, acquisitions=8), tmp_path / "netcdf", workers=1)
+    run_medians(tmp_path / "netcdf", tmp_path / "medians", Medians(workers=1), progress=False)
+    paths = sorted(p.relative_to(tmp_path / "netcdf").as_posix() for p in (tmp_path / "netcdf").rglob("*.nc"))
+    result = predict_patches(model_path=root / "model.pt", medians=tmp_path / "medians", netcdf=tmp_path / "netcdf",
+                             patch_list=paths, out=tmp_path / "maps", preview=None, metrics=tmp_path / "metrics.json", device="cpu",
+                             precision="32", label_set_name="s4a11", progress=False)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert result.patches == 2 and metrics["patches"] == 2 and metrics["parcels"]["n_parcels"] > 0
+    assert not any(key.startswith("seams") for key in metrics) and "seams:" not in result.line()
+    for relpath in paths:
+        with rasterio.open(tmp_path / "maps" / cog_relpath(relpath)) as cog:
+            assert cog.shape == (61, 61)
+
+
 def test_stage_points_patches_to_the_folder_command(tmp_path):
     done = subprocess.run([sys.executable, str(REPO / "stages" / "predict.py"), "--patches", str(tmp_path)],
                           cwd=tmp_path, capture_output=True, text=True)

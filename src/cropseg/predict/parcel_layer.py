@@ -127,8 +127,3 @@ def parcel_style() -> str:
             "  </labeling>\n"
             '  <layerGeometryType>2</layerGeometryType>\n'
             "</qgis>\n")
-
-
-def write_style(path: Path) -> None:
-    with atomic_file(path, "w") as handle:
-        handle.write(parcel_style())

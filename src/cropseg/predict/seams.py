@@ -67,6 +67,14 @@ class SeamAccumulator:
             self.disagree += d
             self.pairs += n
 
+    def measurable(self) -> bool:
+        """Whether pairs were counted both on and off the grid: not so for patches of one window (no grid
+        line inside) or when no group straddles a grid line."""
+        if self.pairs is None or self.on_grid is None:
+            return False
+        grid = np.broadcast_to(self.on_grid, self.pairs.shape)
+        return bool(self.pairs[grid].sum() > 0 and self.pairs[~grid].sum() > 0)
+
     def score(self, *, seed: int = 0, resamples: int = 2000) -> SeamScore:
         """Edge vs inside disagreement and a percentile-bootstrap 95 % interval of the difference.
 

@@ -265,9 +265,9 @@ def predict_patches(*, model_path: Path, medians: Path, netcdf: Path, patch_list
             plot_mosaic(tmp / "mosaics" / f"{shown}.vrt", {r: grids[r].bounds for r in groups[shown]}, truth, names,
                         colours, preview, shown)
     every = [t for key in sorted(tables) for t in tables[key]]
-    extra = {name: acc.score().as_dict() for name, acc in (("seams_in_parcels", seams_in_parcels),
-                                                            ("seams_labels", seams_labels)) if acc.pairs is not None}
-    summary = {"patches": len(patch_list), "seams": seams.score().as_dict(), **extra,
+    measured = {name: acc.score().as_dict() for name, acc in (("seams", seams), ("seams_in_parcels", seams_in_parcels),
+                                                               ("seams_labels", seams_labels)) if acc.measurable()}
+    summary = {"patches": len(patch_list), **measured,  # no seams to measure on one-window patches
                "parcels": parcel_scores(every, label_set.n_classes) | {"suspect_threshold": suspect_threshold,
                                                                        "rows": int(sum(len(t) for t in every))}}
     if metrics is not None:
