@@ -111,10 +111,14 @@ def main() -> int:
         parser.error(error.args[0])
     grid = interleave(per_regime) if args.interleave else [point for regime in per_regime for point in regime]
     if args.executor == "dask":
-        from cropseg.sweep.points import from_overrides
+        from cropseg.sweep.points import from_overrides, named
 
-        prefix = names[0] if len(names) == 1 else "grid"  # experiment names: <prefix>-<content hash>
-        return sweep_cli.run(from_overrides(grid, [args.target] if args.target else []), args, prefix=prefix)
+        # experiment names <regime>-<content hash>, whatever else is on the command line: `grid.py all` after
+        # `grid.py realistic` finds the realistic experiments that exist
+        regime_of = {id(point): name for name, regime in zip(names, per_regime) for point in regime}
+        targets = [args.target] if args.target else []
+        return sweep_cli.run([named(from_overrides([p], targets), regime_of[id(p)])[0] for p in grid], args,
+                             prefix="grid")
     for point in grid:
         command = queue_command(point, args.target)
         print(shlex.join(command), flush=True)

@@ -157,6 +157,14 @@ def test_source_checks_say_what_a_worker_could_not_clone(tmp_path):
     with pytest.raises(SweepError, match=r"is not on git remote 'origin' .*`git push origin HEAD` first"):
         check_source(repo)
     _git(repo, "push", "-q", "origin", "HEAD")
+    # pushed only as an experiment ref: `git clone` does not fetch refs/exps, so no worker could check it out
+    (repo / "b.txt").write_text("b\n")
+    _git(repo, "add", "b.txt")
+    _git(repo, "commit", "-qm", "b")
+    _git(repo, "push", "-q", "origin", "HEAD:refs/exps/ab/cdef/grid-1")
+    with pytest.raises(SweepError, match=r"is not on git remote 'origin'"):
+        check_source(repo)
+    _git(repo, "reset", "-q", "--hard", "HEAD~1")
     (repo / "params.yaml").write_text("a: 2\n")
     with pytest.raises(SweepError, match=r"uncommitted changes to tracked files \(params.yaml\)"):
         check_source(repo)
@@ -166,3 +174,38 @@ def test_source_checks_say_what_a_worker_could_not_clone(tmp_path):
     _git(repo, "push", "-q", "origin", "HEAD")
     with pytest.raises(SweepError, match="no default DVC remote in the committed .dvc/config"):
         check_source(repo)
+    _git(repo, "checkout", "-q", "HEAD~1")  # an ancestor of the pushed branch: clonable, on to the next check
+    with pytest.raises(SweepError, match="no default DVC remote in the committed .dvc/config"):
+        check_source(repo)
+
+
+def test_a_shared_step_whose_worker_died_is_a_sweep_error_not_a_traceback():
+    from cropseg.sweep.executor import Source, _run_shared_step
+    from cropseg.sweep.shared import SharedStep
+
+    class Dead:
+        def result(self):
+            raise RuntimeError("KilledWorker: worker tcp://10.0.0.7 died")
+
+    class Client:
+        def submit(self, *args, **kwargs):
+            return Dead()
+
+    points = from_overrides([{"data.synthetic.seed": "0", "selection.method": m} for m in ("uniform", "loss")])
+    step = SharedStep(("fetch_s4a", "medians"), ((0, 1),), ("data.synthetic.seed",))
+    logged = []
+    with pytest.raises(SweepError, match=r"shared stages \(fetch_s4a, medians\) .* failed on \?: RuntimeError: "
+                                         r"KilledWorker"):
+        _run_shared_step(step, points, Client(), Source(Path("."), "origin", "url", "0" * 40), None, False, 0,
+                         logged.append)
+    assert logged == ["grid: shared stages first, once: fetch_s4a, medians"]
+
+
+def test_dask_experiment_names_do_not_depend_on_the_other_regimes_asked_for():
+    def names(*regimes: str) -> set[str]:
+        done = subprocess.run([sys.executable, "experiments/grid.py", *regimes, "--replicates", "1", "--executor",
+                               "dask", "--dry-run"], cwd=REPO, capture_output=True, text=True, check=True)
+        return {line.split(":")[0] for line in done.stdout.splitlines() if line.startswith(regimes[0] + "-")}
+
+    alone = names("realistic")
+    assert len(alone) == 7 and alone == names("realistic", "no_noise")  # `all` after `realistic` finds them

@@ -82,9 +82,10 @@ def check_source(repo: Path, remote: str = "origin") -> Source:
     url = _git(repo, "remote", "get-url", remote, check=False)
     if not url:
         raise SweepError(f"no git remote {remote!r} in {repo}: the workers clone it (`git remote add {remote} URL`)")
-    tips = [line.split()[0] for line in _git(repo, "ls-remote", remote).splitlines() if line.strip()]
-    if not any(tip == rev or subprocess.run(["git", "merge-base", "--is-ancestor", rev, tip], cwd=repo,
-                                            capture_output=True).returncode == 0 for tip in tips):
+    # branches and tags only: what `git clone` fetches (pushed experiment refs are not cloned)
+    tips = [line.split()[0] for line in _git(repo, "ls-remote", "--heads", "--tags", remote).splitlines()
+            if line.strip()]
+    if rev not in tips and not _reachable(repo, rev, tips):
         raise SweepError(f"HEAD {rev[:10]} is not on git remote {remote!r} ({url}), so no worker can clone it: "
                          f"`git push {remote} HEAD` first")
     default = _dvc(repo, "config", "--project", "core.remote")
@@ -92,6 +93,16 @@ def check_source(repo: Path, remote: str = "origin") -> Source:
         raise SweepError("no default DVC remote in the committed .dvc/config: the workers pull and push through it "
                          "(`dvc remote add -d NAME URL`, commit .dvc/config, push)")
     return Source(repo, remote, url, rev)
+
+
+def _reachable(repo: Path, rev: str, tips: list[str]) -> bool:
+    """Whether ``rev`` is an ancestor of one of ``tips``, in one git call: ``rev --not TIPS`` lists ``rev``
+    itself unless a tip's history holds it (tips this clone lacks are ignored)."""
+    if not tips:
+        return False
+    done = subprocess.run(["git", "rev-list", "--ignore-missing", "--max-count=1", rev, "--not", *tips],
+                          cwd=repo, capture_output=True, text=True)
+    return done.returncode == 0 and not done.stdout.strip()
 
 
 def existing_experiments(source: Source) -> set[str]:
@@ -195,7 +206,12 @@ def _run_shared_step(step: SharedStep, points: Sequence[Point], client: Any, sou
                              _job(source, Point(common_overrides([points[i] for i in group]), step.stages, ""),
                                   "run-cache", scratch, keep), pure=False, retries=retries)
                for group in step.groups]
-    outcomes = [future.result() for future in futures]
+    outcomes = []
+    for future in futures:
+        try:
+            outcomes.append(future.result())
+        except Exception as error:  # noqa: BLE001 - a dead worker, a lost connection: as a failed task
+            outcomes.append({"ok": False, "error": f"{type(error).__name__}: {error}", "log": "", "host": "?"})
     failed = [(group, o) for group, o in zip(step.groups, outcomes) if not o["ok"]]
     if failed:
         group, outcome = failed[0]
