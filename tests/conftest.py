@@ -28,3 +28,28 @@ def tiny_netcdf(tmp_path: Path) -> Path:
     out = tmp_path / "netcdf"
     fetch_s4a(tiny_data(), out, workers=1)
     return out
+
+
+def copy_without_groups(src: Path, dst: Path, drop: tuple[str, ...] = ("labels", "parcels")) -> Path:
+    """A copy of an S4A file without some groups (a season not declared yet): every other group,
+    variable and attribute copied with netCDF4, fill values and raw values kept. Returns ``dst``."""
+    import netCDF4
+
+    with netCDF4.Dataset(src) as old, netCDF4.Dataset(dst, "w", format="NETCDF4") as new:
+        new.setncatts({k: old.getncattr(k) for k in old.ncattrs()})
+        for name, group in old.groups.items():
+            if name in drop:
+                continue
+            target = new.createGroup(name)
+            target.setncatts({k: group.getncattr(k) for k in group.ncattrs()})
+            for dim, size in group.dimensions.items():
+                target.createDimension(dim, len(size))
+            for vname, var in group.variables.items():
+                var.set_auto_maskandscale(False)
+                attrs = {k: var.getncattr(k) for k in var.ncattrs()}
+                fill = attrs.pop("_FillValue", None)
+                out = target.createVariable(vname, var.dtype, var.dimensions, fill_value=fill)
+                out.set_auto_maskandscale(False)
+                out.setncatts(attrs)
+                out[...] = var[...]
+    return dst

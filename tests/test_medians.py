@@ -23,6 +23,7 @@ from cropseg.fetch.synthetic_files import write_patch_netcdf  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 from medians_oracle import xarray_medians  # noqa: E402
+from conftest import copy_without_groups  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -302,22 +303,8 @@ def test_bad_input_is_a_clear_error_and_leaves_nothing(tmp_path, case):
 
 
 def _strip_groups(path: Path, groups: tuple[str, ...]) -> Path:
-    """A copy of an S4A file without the given groups (a season with no declarations yet)."""
-    import netCDF4
-    out = path.with_name("stripped_" + path.name)
-    with netCDF4.Dataset(path) as source, netCDF4.Dataset(out, "w") as target:
-        target.setncatts({name: source.getncattr(name) for name in source.ncattrs()})
-        for name, group in source.groups.items():
-            if name in groups:
-                continue
-            copy = target.createGroup(name)
-            for dim, size in group.dimensions.items():
-                copy.createDimension(dim, len(size))
-            for var_name, var in group.variables.items():
-                new = copy.createVariable(var_name, var.dtype, var.dimensions)
-                new.setncatts({a: var.getncattr(a) for a in var.ncattrs() if a != "_FillValue"})
-                new[:] = var[:]
-    return out
+    """A copy of an S4A file without the given groups (a season with no declarations yet), beside it."""
+    return copy_without_groups(path, path.with_name("stripped_" + path.name), groups)
 
 
 def test_a_file_without_labels_and_parcels_gets_the_same_medians_and_zero_labels(tmp_path):

@@ -32,7 +32,7 @@ from cropseg.nn.precise_bn import recalibrate
 from cropseg.predict.stage import PredictError, cog_relpath, predict_patches
 from cropseg.nn.parcels import SUSPECT_THRESHOLD
 
-from conftest import tiny_data
+from conftest import copy_without_groups, tiny_data
 
 REPO = Path(__file__).resolve().parents[1]
 BATCH = 3
@@ -321,34 +321,12 @@ def test_parcel_geopackage_covers_the_parcel_raster_and_declares_the_labels(worl
     assert 'attr="agreement"' in style and 'value="suspect"' in style
 
 
-def _strip_labels(src: Path, dst: Path, drop: tuple[str, ...] = ("labels", "parcels")) -> None:
-    """A copy of an S4A file without some groups (a season not declared yet): every other group,
-    variable and attribute copied with netCDF4."""
-    with netCDF4.Dataset(src) as old, netCDF4.Dataset(dst, "w", format="NETCDF4") as new:
-        new.setncatts({k: old.getncattr(k) for k in old.ncattrs()})
-        for name, group in old.groups.items():
-            if name in drop:
-                continue
-            target = new.createGroup(name)
-            target.setncatts({k: group.getncattr(k) for k in group.ncattrs()})
-            for dim, size in group.dimensions.items():
-                target.createDimension(dim, len(size))
-            for vname, var in group.variables.items():
-                var.set_auto_maskandscale(False)
-                attrs = {k: var.getncattr(k) for k in var.ncattrs()}
-                fill = attrs.pop("_FillValue", None)
-                out = target.createVariable(vname, var.dtype, var.dimensions, fill_value=fill)
-                out.set_auto_maskandscale(False)
-                out.setncatts(attrs)
-                out[...] = var[...]
-
-
 def test_an_unlabelled_s4a_folder_is_mapped_end_to_end(world, tmp_path):
     root, paths, _ = world
     folder = tmp_path / "season"
     folder.mkdir()
     for relpath in paths[:2]:
-        _strip_labels(root / "netcdf" / relpath, folder / Path(relpath).name)
+        copy_without_groups(root / "netcdf" / relpath, folder / Path(relpath).name)
         with netCDF4.Dataset(folder / Path(relpath).name) as ds:
             assert "labels" not in ds.groups and "parcels" not in ds.groups
     (tmp_path / "params.yaml").write_text("medians: {workers: 1}\ntrain: {device: cpu, precision: '32'}\n")
@@ -369,7 +347,7 @@ def test_an_unlabelled_s4a_folder_is_mapped_end_to_end(world, tmp_path):
     # anything else missing is still a clear error naming the file and the group
     broken = tmp_path / "broken"
     broken.mkdir()
-    _strip_labels(root / "netcdf" / paths[0], broken / Path(paths[0]).name, drop=("labels", "parcels", "B03"))
+    copy_without_groups(root / "netcdf" / paths[0], broken / Path(paths[0]).name, drop=("labels", "parcels", "B03"))
     bad = _folder_command("--params", "params.yaml", "--model", str(root / "model.pt"), "--patches", str(broken),
                           "--out", "none", cwd=tmp_path)
     assert bad.returncode == 1 and Path(paths[0]).name in bad.stderr and "band group 'B03' missing" in bad.stderr

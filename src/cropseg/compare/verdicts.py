@@ -110,8 +110,11 @@ def regime_result(name: str, table: pd.DataFrame) -> RegimeResult:
     if REFERENCE not in by_method:
         raise ValueError(f"regime {name}: no {REFERENCE} runs to compare with (methods: {', '.join(by_method)})")
     reference = by_method[REFERENCE]
-    grid, _ = curves(reference)
-    curve_of = {m: curves(g)[1] for m, g in by_method.items()}
+    grid_of = {m: curves(g) for m, g in by_method.items()}
+    grid = grid_of[REFERENCE][0]
+    curve_of = {m: values for m, (_, values) in grid_of.items()}
+    reference_curve = curve_of[REFERENCE].mean(0)
+    reference_rates = {unit: _cost_rate(reference, column) for unit, _, column, _ in UNITS}
     results = []
     for method, runs in by_method.items():
         first = runs.iloc[0]
@@ -121,12 +124,10 @@ def regime_result(name: str, table: pd.DataFrame) -> RegimeResult:
                   "forward_passes": float(runs["forward_passes"].mean()), "train_wall_s": float(runs["train_wall_s"].mean())}
         speedups = {}
         for unit, _, rate_column, il_column in UNITS:
-            rate = 1.0 if rate_column is None else float(runs[rate_column].mean() / runs["samples_seen"].mean())
-            reference_rate = 1.0 if rate_column is None else float(reference[rate_column].mean()
-                                                                    / reference["samples_seen"].mean())
             fixed = float(runs[il_column].mean()) if il_column else 0.0
-            speedups[unit] = speedup(grid, curve_of[REFERENCE].mean(0), curve_of[method].mean(0),
-                                     reference_rate=reference_rate, method_rate=rate, method_fixed=fixed)
+            speedups[unit] = speedup(grid, reference_curve, curve_of[method].mean(0),
+                                     reference_rate=reference_rates[unit], method_rate=_cost_rate(runs, rate_column),
+                                     method_fixed=fixed)
         results.append(MethodResult(method, str(first["method_label"]), runs.index.tolist(), means, speedups,
                                     is_baseline(first), bool(first["uses_il_model"])))
     results.sort(key=lambda m: (m.name != REFERENCE, not m.baseline, m.name))  # uniform, baselines, selection
@@ -144,6 +145,11 @@ def regime_result(name: str, table: pd.DataFrame) -> RegimeResult:
     family = _holm(results)
     label = str(table["regime_label"].iloc[0])
     return RegimeResult(name, label, grid, results, best, il_model, curve_of, family)
+
+
+def _cost_rate(runs: pd.DataFrame, column: str | None) -> float:
+    """Mean cost per sample seen in a unit (``column`` of runs.csv; None: samples seen themselves, 1)."""
+    return 1.0 if column is None else float(runs[column].mean() / runs["samples_seen"].mean())
 
 
 def _compare(runs: pd.DataFrame, other: pd.DataFrame) -> dict[str, Paired]:
