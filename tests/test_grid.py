@@ -4,8 +4,6 @@ runs the real pipeline in each experiment, experiments/report.py builds runs.csv
 train + holdout, rho_loss}, parcel noise: the machinery, not a claim."""
 
 import json
-import os
-import shutil
 import subprocess
 import sys
 import time
@@ -13,28 +11,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
-from tiny_pipeline import tiny_params
+from tiny_pipeline import tiny_project
 
-REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 @pytest.fixture
 def tiny_repo(tmp_path: Path) -> tuple[Path, dict]:
-    for name in ("src", "stages", "configs", "experiments"):
-        shutil.copytree(REPO / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    for name in ("dvc.yaml", ".gitignore", ".dvcignore"):
-        if (REPO / name).exists():
-            shutil.copy(REPO / name, tmp_path / name)
-    params = tiny_params()
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DVC_")}
-    env |= {"PATH": f"{BIN}{os.pathsep}{env['PATH']}", "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled",
-            "HF_HUB_OFFLINE": "1", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
-            "GIT_COMMITTER_EMAIL": "t@t"}
-    for command in (["git", "init", "-q"], ["dvc", "init", "-q"], ["dvc", "config", "core.analytics", "false"],
-                    ["git", "add", "-A"], ["git", "commit", "-qm", "init"]):
-        subprocess.run(command, cwd=tmp_path, env=env, check=True, capture_output=True)
-    return tmp_path, env
+    return tmp_path, tiny_project(tmp_path)
 
 
 def test_tiny_grid_queues_runs_and_reports(tiny_repo):

@@ -9,18 +9,14 @@ pulled experiment refs and nothing else, and experiments/report.py builds the re
 """
 
 import json
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-import yaml
-from tiny_pipeline import tiny_params
+from tiny_pipeline import tiny_project
 
 REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 GRID = ["experiments/grid.py", "tiny", "--replicates", "2", "--methods", "uniform", "rho_loss_b2"]
 
 
@@ -29,20 +25,9 @@ def cloned_repo(tmp_path: Path) -> tuple[Path, dict, Path]:
     """The user's repository (a clone of a bare 'origin'), its DVC remote a local folder; and the scratch space."""
     work = tmp_path / "work"
     work.mkdir()
-    for name in ("src", "stages", "configs", "experiments"):
-        shutil.copytree(REPO / name, work / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    for name in ("dvc.yaml", ".gitignore", ".dvcignore"):
-        if (REPO / name).exists():
-            shutil.copy(REPO / name, work / name)
-    (work / "params.yaml").write_text(yaml.safe_dump(tiny_params(), sort_keys=False))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DVC_")}
-    env |= {"PATH": f"{BIN}{os.pathsep}{env['PATH']}", "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled",
-            "HF_HUB_OFFLINE": "1", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
-            "GIT_COMMITTER_EMAIL": "t@t", "PYTHONPATH": str(REPO / "src"), "TMPDIR": str(tmp_path)}
-    for command in (["git", "init", "-q", "--bare", str(tmp_path / "origin.git")], ["git", "init", "-q"],
-                    ["dvc", "init", "-q"], ["dvc", "config", "core.analytics", "false"],
-                    ["dvc", "remote", "add", "-d", "store", str(tmp_path / "dvc-store")],
-                    ["git", "add", "-A"], ["git", "commit", "-qm", "init"],
+    env = tiny_project(work, {"PYTHONPATH": str(REPO / "src"), "TMPDIR": str(tmp_path)},
+                       setup=[["dvc", "remote", "add", "-d", "store", str(tmp_path / "dvc-store")]])
+    for command in (["git", "init", "-q", "--bare", str(tmp_path / "origin.git")],
                     ["git", "remote", "add", "origin", str(tmp_path / "origin.git")],
                     ["git", "push", "-q", "origin", "HEAD"]):
         subprocess.run(command, cwd=work, env=env, check=True, capture_output=True)
