@@ -3,7 +3,7 @@
     python stages/evaluate.py            # models/model.pt on data/split/test.txt
 
 Each test patch is predicted whole (the predict stage's path). Writes metrics.json (DVC metrics;
-`parcels`: parcel-level accuracy and F1 where the S4A files carry parcels), per_class.csv, confusion.csv / confusion_matrix.csv,
+`parcels`: parcel-level accuracy and F1 where the S4A files carry parcels, and the count of suspect declarations at params `predict.suspect_threshold`), per_class.csv, confusion.csv / confusion_matrix.csv,
 patch_scores.csv, confusion.png, per_class_f1.png, previews.png and report.md; the folder is
 replaced atomically. Device, precision and batch size follow params `train.device` /
 `train.precision` / `train.physical_batch_size`, the loader workers `loader.workers`; months and
@@ -55,7 +55,8 @@ def main() -> int:
                           precision=params.train.precision,
                           batch_size=args.batch_size or params.train.physical_batch_size,
                           workers=params.loader.workers, previews=args.previews,
-                          cpu_threads=params.train.cpu_threads)
+                          cpu_threads=params.train.cpu_threads,
+                          suspect_threshold=params.predict.suspect_threshold)
         track_evaluate(params, paths, result)
         return result
 

@@ -219,6 +219,18 @@ def test_evaluate_end_to_end(tmp_path):
         declared_parcels += len(np.unique(ids[(ids > 0) & (mapped > 0)]))
     assert metrics["parcels"]["n_parcels"] == declared_parcels > 0
     assert 0.0 <= metrics["parcels"]["accuracy"] <= 1.0 and "parcels:" in result.line()
+    # `suspect` follows the threshold it is given (params predict.suspect_threshold): at 0 every contradicted
+    # declaration is suspect, at 1 none
+    wrong = round(metrics["parcels"]["n_parcels"] * (1 - metrics["parcels"]["accuracy"]))
+    for threshold, expected in ((0.0, wrong), (1.0, 0)):
+        again = evaluate(EvaluatePaths(model=tmp_path / "model.pt", medians=tmp_path / "medians",
+                                       split=tmp_path / "test.txt", patches=tmp_path / "patches.csv",
+                                       out=tmp_path / f"suspect_{threshold}", netcdf=netcdf,
+                                       clean=tmp_path / "none", snapshots=tmp_path / "none",
+                                       holdout_model=tmp_path / "none.pt"),
+                         label_set_name="s4a11", device="cpu", precision="32", batch_size=3, previews=0,
+                         suspect_threshold=threshold, progress=False)
+        assert again.metrics["parcels"]["suspect"] == expected and wrong > 0
 
     # the stitched clean map is the generator's file; the stitched labels are the netCDF's
     first = np.load(netcdf / "truth" / "clean_labels" / f"{Path(paths[0]).stem}.npy")

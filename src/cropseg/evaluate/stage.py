@@ -42,7 +42,7 @@ from .learning_curve import CURVE_COLUMNS, curve_metrics, score_model, score_sna
 from ..nn.metrics import scores_from_confusion
 from ..nn.precision import fix_cpu_threads, loader_workers, pick_device, resolve_precision
 from .page import fmt, report_page
-from ..nn.parcels import parcel_scores, parcel_table
+from ..nn.parcels import SUSPECT_THRESHOLD, parcel_scores, parcel_table
 from ..nn.patch_inference import as_samples, iter_patches
 from ..nn.scoring import SplitConfusion, sequential_loader
 from ..s4a.parcels import read_parcels
@@ -164,13 +164,15 @@ def preview_positions(n_patches: int, count: int) -> list[int]:
 
 def evaluate(paths: EvaluatePaths, *, label_set_name: str | None = None, device: str = "auto",
              precision: str = "auto", batch_size: int = 16, workers: int | None = 0, previews: int = 4,
-             cpu_threads: int | None = None, progress: bool = True) -> EvaluateResult:
+             cpu_threads: int | None = None, suspect_threshold: float = SUSPECT_THRESHOLD,
+             progress: bool = True) -> EvaluateResult:
     """Evaluate ``paths.model`` on the split list ``paths.split`` and write everything to ``paths.out``.
 
     The loader settings (months, normalisation) and the label set come from the model file;
     ``label_set_name`` (``params.labels``), when given, must match the model's. Every sub-patch
     of each test patch is predicted (sub-patches without parcel pixels add nothing to the metrics
-    but complete the previews).
+    but complete the previews). ``suspect_threshold`` (``params.predict.suspect_threshold``) decides the
+    ``parcels.suspect`` count, as in the predict stage's parcel layer.
     """
     from tqdm import tqdm
 
@@ -214,7 +216,8 @@ def evaluate(paths: EvaluatePaths, *, label_set_name: str | None = None, device:
             parcels = read_parcels(paths.netcdf / dataset.records.paths[maps.position], tuple(maps.labels.shape))
             if parcels is not None and parcels.any():
                 parcel_tables.append(parcel_table(parcels, maps.labels.cpu().numpy(),
-                                                  maps.log_probs.float().exp().cpu().numpy()))
+                                                  maps.log_probs.float().exp().cpu().numpy(),
+                                                  threshold=suspect_threshold))
     noisy.sync()
     if clean is not None:
         clean.sync()
